@@ -1,0 +1,40 @@
+# One entry point for developers and CI. `make dev` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv dev test test-fast bench lint lock clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,flask,postgres]'
+	touch $(STAMP)
+
+# Dev server on SQLite (./.ratchet/) with the example app, synced at start-up.
+dev: $(STAMP)
+	$(BIN)/python -m examples.run_dev
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m "not e2e and not compat"
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check ratchet tests bench examples
+
+# Refresh the pinned versions after changing dependencies.
+lock:
+	rm -rf /tmp/ratchet-lock && $(PYTHON) -m venv /tmp/ratchet-lock
+	/tmp/ratchet-lock/bin/pip install -q -e '.[dev,flask,postgres]'
+	/tmp/ratchet-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .ratchet build

@@ -1,0 +1,65 @@
+"""Apps and functions: the SDK's `POST /fn/register`, re-sync requests and listings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ratchet.server import sync
+from ratchet.server.api import error, json_response, services
+from ratchet.server.store import base
+
+
+async def register(request: Request) -> Response:
+    svc = services(request)
+    body = await request.body()
+    status, reply = await svc.syncer.register(body, {k.lower(): v for k, v in request.headers.items()})
+    return json_response(reply, status)
+
+
+async def sync_apps(request: Request) -> Response:
+    """`POST /v1/apps/sync` with `{"url": ...}` to sync one app, or no body to re-sync every known app."""
+    svc = services(request)
+    body = await request.body()
+    urls: list[str]
+    if body.strip():
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return error(400, f"body is not valid JSON: {exc}")
+        if not isinstance(value, dict) or not isinstance(value.get("url"), str) or not value["url"].strip():
+            return error(400, "url: a JSON object with a non-empty string 'url' is required")
+        urls = [value["url"]]
+    else:
+        urls = sorted({a.url for a in await svc.store.list_apps()} | set(svc.cfg.app_urls))
+    results: list[dict[str, Any]] = []
+    failed = False
+    for url in urls:
+        try:
+            reply = await svc.syncer.sync_url(url)
+            results.append({"url": url, "ok": True, "modified": reply.get("modified")})
+        except sync.SyncFailed as exc:
+            failed = True
+            results.append({"url": url, "ok": False, "error": str(exc)})
+    return json_response({"data": results}, 502 if failed else 200)
+
+
+def app_json(app: base.AppRecord) -> dict[str, Any]:
+    return {"id": app.id, "name": app.name, "url": app.url, "sdk": app.sdk, "framework": app.framework,
+            "synced_at": app.synced_at, "error": app.error, "function_count": app.function_count}
+
+
+def function_json(fn: base.FunctionRecord) -> dict[str, Any]:
+    return {"id": fn.slug, "app_id": fn.app_id, "name": fn.name, "url": fn.url,
+            "config": fn.config.model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+
+async def list_apps(request: Request) -> Response:
+    return json_response({"data": [app_json(a) for a in await services(request).store.list_apps()]})
+
+
+async def list_functions(request: Request) -> Response:
+    return json_response({"data": [function_json(f) for f in await services(request).store.list_functions()]})

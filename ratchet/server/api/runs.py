@@ -1,0 +1,104 @@
+"""The read API over events and runs (`/v1/events...`, `/v1/runs...`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ratchet import protocol
+from ratchet.server.api import error, json_response, services
+from ratchet.server.store import base
+
+MAX_LIMIT = 1000
+
+
+def _limit(request: Request) -> int | Response:
+    raw = request.query_params.get("limit", "50")
+    try:
+        limit = int(raw)
+    except ValueError:
+        return error(400, f"limit: must be an integer, got {raw!r}")
+    if not 1 <= limit <= MAX_LIMIT:
+        return error(400, f"limit: must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def event_json(ev: base.EventRecord) -> dict[str, Any]:
+    return {"internal_id": ev.internal_id, "id": ev.id, "name": ev.name, "data": ev.data, "ts": ev.ts,
+            "received_at": ev.received_at, "v": ev.v, "user": ev.user}
+
+
+def run_json(run: base.RunRecord) -> dict[str, Any]:
+    return {"id": run.id, "function_id": run.function_slug, "app_id": run.app_id, "status": run.status.value,
+            "event_ids": list(run.event_ids), "created_at": run.created_at, "started_at": run.started_at,
+            "ended_at": run.ended_at, "output": run.output, "error": run.error}
+
+
+def step_json(step: base.StepRecord, now: int) -> dict[str, Any]:
+    status = step.status.value
+    if step.status == base.StepStatus.SLEEPING and step.ended_at is not None and step.ended_at <= now:
+        status = base.StepStatus.COMPLETED.value  # the sleep is over
+    out: dict[str, Any] = {"id": step.name, "hash": step.hash, "op": step.op, "status": status,
+                           "started_at": step.started_at, "ended_at": step.ended_at, "attempts": step.attempts}
+    memo = step.memo
+    if isinstance(memo, dict) and set(memo) == {"error"}:
+        out["error"] = memo["error"]
+    elif isinstance(memo, dict) and set(memo) == {"data"}:
+        out["output"] = memo["data"]
+    else:
+        out["output"] = memo
+    return out
+
+
+async def list_events(request: Request) -> Response:
+    limit = _limit(request)
+    if isinstance(limit, Response):
+        return limit
+    events = await services(request).store.list_events(
+        name=request.query_params.get("name"), limit=limit, before=request.query_params.get("before"))
+    return json_response({"data": [event_json(e) for e in events]})
+
+
+async def get_event(request: Request) -> Response:
+    event_id = request.path_params["event_id"]
+    ev = await services(request).store.get_event(event_id)
+    if ev is None:
+        return error(404, f"event {event_id!r} not found")
+    return json_response({"data": event_json(ev)})
+
+
+async def event_runs(request: Request) -> Response:
+    event_id = request.path_params["event_id"]
+    store = services(request).store
+    if await store.get_event(event_id) is None:
+        return error(404, f"event {event_id!r} not found")
+    return json_response({"data": [run_json(r) for r in await store.runs_for_event(event_id)]})
+
+
+async def list_runs(request: Request) -> Response:
+    limit = _limit(request)
+    if isinstance(limit, Response):
+        return limit
+    status = request.query_params.get("status")
+    if status is not None:
+        status = status.upper()
+        if status not in {"QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"}:
+            return error(400, f"status: must be one of QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, got {status!r}")
+    runs = await services(request).store.list_runs(function_slug=request.query_params.get("function_id"),
+                                                   status=status, limit=limit,
+                                                   before=request.query_params.get("before"))
+    return json_response({"data": [run_json(r) for r in runs]})
+
+
+async def get_run(request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    store = services(request).store
+    run = await store.get_run(run_id)
+    if run is None:
+        return error(404, f"run {run_id!r} not found")
+    out = run_json(run)
+    now = protocol.now_ms()
+    out["steps"] = [step_json(s, now) for s in await store.get_steps(run_id)]
+    return json_response({"data": out})

@@ -1,0 +1,50 @@
+"""The server's ASGI app: mounts the routes and starts the engine in the lifespan. Nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ratchet.server import config as config_mod
+from ratchet.server import services as services_mod
+from ratchet.server.api import apps, events, gql, json_response, runs
+from ratchet.server.store import base
+
+
+async def health(request: Request) -> Response:
+    return json_response({"status": 200, "message": "OK"})
+
+
+def create_app(cfg: config_mod.ServerConfig, *, store: base.Store | None = None) -> Starlette:
+    """The server as an ASGI app. The engine starts with the app's lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        svc = await services_mod.Services.start(cfg, store=store)
+        app.state.services = svc
+        svc.sync_in_background()
+        try:
+            yield
+        finally:
+            await svc.stop()
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/e/{event_key}", events.send_events, methods=["POST"]),
+        Route("/fn/register", apps.register, methods=["POST"]),
+        Route("/v1/apps", apps.list_apps, methods=["GET"]),
+        Route("/v1/apps/sync", apps.sync_apps, methods=["POST"]),
+        Route("/v1/functions", apps.list_functions, methods=["GET"]),
+        Route("/v1/events", runs.list_events, methods=["GET"]),
+        Route("/v1/events/{event_id}", runs.get_event, methods=["GET"]),
+        Route("/v1/events/{event_id}/runs", runs.event_runs, methods=["GET"]),
+        Route("/v1/runs", runs.list_runs, methods=["GET"]),
+        Route("/v1/runs/{run_id}", runs.get_run, methods=["GET"]),
+        Route("/v0/gql", gql.handle, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

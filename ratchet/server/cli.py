@@ -1,0 +1,98 @@
+"""The `ratchet` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import orjson
+import typer
+import uvicorn
+
+from ratchet.server import config as config_mod
+from ratchet.server.engine import retry
+
+app = typer.Typer(name="ratchet", help="Ratchet: durable functions for your app.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option("--port", "-p", help="Port for the API and event API.")] = 8288,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    db: Annotated[Path, typer.Option("--db", help="SQLite database file.")] = Path(".ratchet") / "ratchet.db",
+    urls: Annotated[list[str] | None, typer.Option("-u", "--sdk-url",
+                                                   help="URL of an app to sync at start-up (repeatable).")] = None,
+    retry_interval: Annotated[float | None, typer.Option(
+        "--retry-interval", help="Retry failed calls after this many seconds instead of backing off.")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Start the dev server: SQLite, no keys, apps synced from -u URLs."""
+    if not 1 <= port <= 65535:
+        raise _fail(f"--port must be between 1 and 65535, got {port}")
+    if retry_interval is not None and retry_interval < 0:
+        raise _fail(f"--retry-interval must not be negative, got {retry_interval}")
+    for url in urls or []:
+        if not url.startswith(("http://", "https://")):
+            raise _fail(f"-u must be an http(s) URL, got {url!r}")
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    policy = retry.RetryPolicy(fixed_s=retry_interval) if retry_interval is not None else retry.RetryPolicy()
+    cfg = config_mod.ServerConfig(host=host, port=port, db_url=str(db), kind="dev", app_urls=tuple(urls or ()),
+                                  retry=policy)
+    _serve(cfg, level)
+
+
+def _serve(cfg: config_mod.ServerConfig, level: str) -> None:
+    from ratchet.server.app import create_app
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    typer.secho(f"Ratchet {cfg.kind} server on {cfg.base_url} (database {cfg.db_url})", fg=typer.colors.GREEN,
+                err=True)
+    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level=level.lower(), access_log=False,
+                loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
+
+
+@app.command()
+def sync(
+    url: Annotated[str | None, typer.Argument(help="App URL to sync; all known apps when omitted.")] = None,
+    server: Annotated[str, typer.Option("--server", help="Ratchet server URL.")] = "http://127.0.0.1:8288",
+) -> None:
+    """Ask the server to (re-)sync an app, or every known app."""
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise _fail(f"URL must be an http(s) URL, got {url!r}")
+    body = orjson.dumps({"url": url}) if url else b""
+    try:
+        resp = httpx.post(f"{server.rstrip('/')}/v1/apps/sync", content=body, timeout=60)
+    except httpx.HTTPError as exc:
+        raise _fail(f"could not reach the server at {server}: {exc}") from None
+    try:
+        results = resp.json().get("data", [])
+    except ValueError:
+        raise _fail(f"unexpected reply from {server} (status {resp.status_code})") from None
+    ok = True
+    for r in results:
+        if r.get("ok"):
+            typer.echo(f"synced {r['url']}")
+        else:
+            ok = False
+            typer.secho(f"failed {r['url']}: {r.get('error')}", fg=typer.colors.RED, err=True)
+    if not ok or resp.status_code >= 400:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Server settings, gathered from the CLI (and later the environment) into one frozen value."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ratchet.server.engine import retry
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8288
+    db_url: str = str(Path(".ratchet") / "ratchet.db")
+    #: `dev` (open, no keys) or `cloud` (production: keys and signatures required)
+    kind: str = "dev"
+    app_urls: tuple[str, ...] = ()
+    signing_keys: tuple[str, ...] = ()
+    event_keys: tuple[str, ...] = ()
+    retry: retry.RetryPolicy = dataclasses.field(default_factory=retry.RetryPolicy)
+    #: Longest an app call may take before it counts as a failed attempt.
+    call_timeout_s: float = 300.0
+    #: A claimed queue item is ours for this long; a crashed node's items come back after it.
+    lease_s: float = 330.0
+    #: Calls in flight at once on this node.
+    max_in_flight: int = 256
+    #: Largest event accepted by the event API (bytes of JSON).
+    max_event_bytes: int = 512 * 1024
+    #: Largest request body accepted by the event API.
+    max_request_bytes: int = 16 * 1024 * 1024
+    #: Default retries when a function does not say (attempts = retries + 1).
+    default_retries: int = 4
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"

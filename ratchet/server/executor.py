@@ -1,0 +1,158 @@
+"""The imperative shell around the engine: run a claimed queue item against the app.
+
+For one item: load the run's state, build the call (reference §2.1), POST it to the app with aiohttp
+(measured ~3x faster than httpx here), hand the reply to `engine.steps.decide`, and apply the decision
+with `Store.apply`, which also releases the item in the same transaction. When the decision enqueues a
+call that is due at once (the next discovery after a step), `apply` hands it back already leased and
+the executor runs it straight away: the hot path never waits for the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ratchet import protocol
+from ratchet.server import config as config_mod
+from ratchet.server.engine import steps
+from ratchet.server.store import base
+
+log = logging.getLogger("ratchet.executor")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def call_url(function_url: str, fn_slug: str, target: str) -> str:
+    """The function's runtime URL with `fnId` and `stepId` set for this call."""
+    parts = urllib.parse.urlsplit(function_url)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+             if k not in ("fnId", "stepId")]
+    query += [("fnId", fn_slug), ("stepId", target)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def build_request(state: base.RunState, item: base.QueueItem, *, max_attempts: int) -> dict[str, Any]:
+    """The JSON body of a call (reference §2.1)."""
+    events = [e.wire() for e in state.events]
+    event = events[0] if events else {"name": "", "data": {}, "id": "", "ts": 0}
+    stack = [h for h in state.run.stack if h in state.memo]
+    return {
+        "event": event,
+        "events": events,
+        "steps": {h: state.memo[h] for h in stack},
+        "ctx": {
+            "run_id": state.run.id,
+            "attempt": item.attempt,
+            "max_attempts": max_attempts,
+            "disable_immediate_execution": state.run.force_step_plan,
+            "use_api": False,
+            "stack": {"stack": stack, "current": len(stack)},
+            "fn_id": state.run.function_slug,
+            "step_id": item.target,
+            "env": "",
+            "qi_id": str(item.id),
+        },
+        "version": protocol.REQUEST_VERSION,
+        "use_api": False,
+    }
+
+
+class Executor:
+    """Runs queue items. `notify` wakes the scheduler when an item is put back for later."""
+
+    def __init__(self, store: base.Store, cfg: config_mod.ServerConfig, *, owner: str,
+                 notify: Callable[[], None]) -> None:
+        self._store = store
+        self._cfg = cfg
+        self.owner = owner
+        self._notify = notify
+        self._session: aiohttp.ClientSession | None = None
+        self._lease_ms = int(cfg.lease_s * 1000)
+        self._rand = random.Random()
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=connector, json_serialize=lambda v: orjson.dumps(v).decode(),
+                                              timeout=aiohttp.ClientTimeout(total=self._cfg.call_timeout_s))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def run(self, item: base.QueueItem) -> None:
+        """Run `item`, then any follow-up items that are due at once, until the run waits or ends."""
+        pending = [item]
+        while pending:
+            current = pending.pop()
+            try:
+                ready = await self._run_one(current)
+            except Exception:
+                # Never lose an item to a bug: it stays leased and comes back when the lease runs out.
+                log.exception("executor failed on queue item %s of run %s", current.id, current.run_id)
+                return
+            if ready:
+                pending.append(ready[0])
+                for extra in ready[1:]:
+                    asyncio.get_running_loop().create_task(self.run(extra))
+
+    async def _run_one(self, item: base.QueueItem) -> tuple[base.QueueItem, ...]:
+        store = self._store
+        now = _now_ms()
+        state = await store.load_run_state(item.run_id, now)
+        if state is None or state.run.status.is_terminal:
+            await store.apply(item, self.owner, [], now, self._lease_ms)
+            return ()
+        if state.function is None:
+            message = f"function {state.run.function_slug!r} no longer exists"
+            await store.apply(item, self.owner, [base.FinishRun(protocol.RunStatus.FAILED,
+                                                                {"name": "FunctionNotFound", "message": message},
+                                                                error=message)], now, self._lease_ms)
+            return ()
+        if state.run.status == protocol.RunStatus.QUEUED:
+            await store.mark_running(item.run_id, now)
+        max_attempts = state.function.config.max_attempts(self._cfg.default_retries)
+        body = orjson.dumps(build_request(state, item, max_attempts=max_attempts))
+        url = call_url(state.function.url, state.function.slug, item.target)
+        sent_at = _now_ms()
+        reply = await self._post(url, body, state.run.id, item)
+        now = _now_ms()
+        call = steps.Call(target=item.target, attempt=item.attempt, max_attempts=max_attempts,
+                          step_count=len(state.run.stack), sent_at=sent_at)
+        commands = steps.decide(call, reply, now=now, policy=self._cfg.retry, rand=self._rand.random())
+        applied = await store.apply(item, self.owner, commands, now, self._lease_ms)
+        if applied.enqueued_future:
+            self._notify()
+        return applied.ready
+
+    async def _post(self, url: str, body: bytes, run_id: str, item: base.QueueItem) -> steps.Reply | steps.NoReply:
+        assert self._session is not None, "Executor.start() was not called"
+        headers = {
+            "content-type": "application/json",
+            protocol.Header.SERVER_KIND: self._cfg.kind,
+            protocol.Header.REQ_VERSION: str(protocol.REQUEST_VERSION),
+            protocol.Header.RUN_ID: run_id,
+            protocol.Header.REQUEST_ID: f"{run_id}:{item.id}:{item.attempt}",
+            protocol.Header.STEP_ID: item.target,
+        }
+        if self._cfg.signing_keys:
+            # Sign the canonical (JCS) form and send exactly those bytes, so the SDK's check matches.
+            body = protocol.canonical_json(orjson.loads(body))
+            headers[protocol.Header.SIGNATURE] = protocol.sign(body, self._cfg.signing_keys[0])
+        try:
+            async with self._session.post(url, data=body, headers=headers) as resp:
+                data = await resp.read()
+                return steps.Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, data)
+        except TimeoutError:
+            return steps.NoReply(f"the app did not answer within {self._cfg.call_timeout_s:g} s")
+        except aiohttp.ClientError as exc:
+            return steps.NoReply(f"could not reach the app at {url}: {exc}")

@@ -1,0 +1,73 @@
+"""The running server's parts, wired together once and shared by the HTTP handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+
+from ratchet.server import config as config_mod
+from ratchet.server import executor as executor_mod
+from ratchet.server import ingest, registry, scheduler, sync
+from ratchet.server.store import base, open_store
+
+log = logging.getLogger("ratchet.server")
+
+
+@dataclasses.dataclass
+class Services:
+    cfg: config_mod.ServerConfig
+    store: base.Store
+    functions: registry.Registry
+    executor: executor_mod.Executor
+    scheduler: scheduler.Scheduler
+    ingestor: ingest.Ingestor
+    syncer: sync.Syncer
+    background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+
+    @classmethod
+    async def start(cls, cfg: config_mod.ServerConfig, *, store: base.Store | None = None) -> Services:
+        """Open the store, recover, start the queue loop and sync the configured apps in the background."""
+        store = store or open_store(cfg.db_url)
+        owner = f"node-{uuid.uuid4().hex[:12]}"
+        # One process owns a SQLite file, so leases left by a crashed predecessor are void now.
+        released = await store.release_leases()
+        if released:
+            log.info("recovered %d queue items leased before a restart", released)
+        functions = registry.Registry(store)
+        await functions.reload()
+        holder: list[scheduler.Scheduler] = []
+
+        def notify() -> None:
+            holder[0].notify()
+
+        executor = executor_mod.Executor(store, cfg, owner=owner, notify=notify)
+        await executor.start()
+        sched = scheduler.Scheduler(store, executor, max_in_flight=cfg.max_in_flight,
+                                    lease_ms=int(cfg.lease_s * 1000))
+        holder.append(sched)
+        services = cls(
+            cfg=cfg, store=store, functions=functions, executor=executor, scheduler=sched,
+            ingestor=ingest.Ingestor(store, functions, notify, max_event_bytes=cfg.max_event_bytes),
+            syncer=sync.Syncer(store, functions, server_kind=cfg.kind),
+        )
+        sched.start()
+        return services
+
+    def sync_in_background(self) -> None:
+        for url in self.cfg.app_urls:
+            self.spawn(self.syncer.sync_until_done(url))
+
+    def spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def stop(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        await self.scheduler.stop()
+        await self.executor.close()
+        await self.store.close()

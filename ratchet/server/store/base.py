@@ -1,0 +1,252 @@
+"""The `Store` interface: every piece of durable state the engine keeps, behind intent-named methods.
+
+Backends (`sqlite.py`, later `postgres.py`) implement `Store`; the contract suite in
+`tests/contract/` runs against each. Every public method is one transaction. Times are integer
+milliseconds since the epoch (UTC); JSON values are plain Python values.
+
+Record types are frozen dataclasses; the engine reads them and never writes a backend directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Protocol
+
+from ratchet import protocol
+
+
+class StoreError(Exception):
+    """Root of the errors a store raises; driver errors are translated to these at the boundary."""
+
+
+class NotFound(StoreError):
+    """The record asked for does not exist."""
+
+
+class StepStatus(enum.StrEnum):
+    COMPLETED = "completed"  #: ran and returned a value (memo `{"data": ...}`)
+    FAILED = "failed"  #: failed for good (memo `{"error": ...}`)
+    SLEEPING = "sleeping"  #: a sleep; its memo is `null` and it ends at `ended_at`
+    WAITING = "waiting"  #: waiting for an event or an invoked run
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppRecord:
+    id: str
+    name: str
+    url: str
+    sdk: str | None
+    framework: str | None
+    checksum: str
+    synced_at: int
+    error: str | None = None
+    function_count: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FunctionRecord:
+    slug: str  #: the composite id `{app}-{fn}`
+    app_id: str
+    name: str
+    config: protocol.FunctionConfig
+    url: str  #: where to call it (runtime url, `stepId` rewritten per call)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventRecord:
+    internal_id: str  #: ULID assigned by the server
+    id: str  #: user-facing id (defaults to the internal id); the idempotency key
+    name: str
+    data: dict[str, Any]
+    ts: int
+    received_at: int
+    v: str | None = None
+    user: dict[str, Any] | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The event as the call request's `event` object."""
+        out: dict[str, Any] = {"name": self.name, "data": self.data, "id": self.id, "ts": self.ts}
+        if self.v is not None:
+            out["v"] = self.v
+        if self.user is not None:
+            out["user"] = self.user
+        return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    function_slug: str
+    app_id: str
+    status: protocol.RunStatus
+    event_ids: tuple[str, ...]  #: internal ids of the triggering events, in order
+    created_at: int
+    started_at: int | None = None
+    ended_at: int | None = None
+    output: Any = None  #: the function's return value, or its final error body
+    stack: tuple[str, ...] = ()  #: step hashes in the order they were recorded
+    force_step_plan: bool = False
+    error: str | None = None  #: a short reason when failed or cancelled
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepRecord:
+    run_id: str
+    hash: str
+    name: str  #: the user-facing step id
+    op: str
+    status: StepStatus
+    memo: Any  #: what the SDK is sent under `steps[hash]`
+    started_at: int
+    ended_at: int | None
+    attempts: int = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueItem:
+    id: int
+    run_id: str
+    target: str  #: `step` for discovery, or the hash of the step to run
+    attempt: int
+    due_at: int
+    lease_owner: str | None = None
+    lease_until: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunState:
+    """All a call to the app needs, loaded in one transaction."""
+
+    run: RunRecord
+    function: FunctionRecord | None  #: None when the function was removed since the run started
+    events: tuple[EventRecord, ...]
+    memo: dict[str, Any]  #: step hash -> memo, only finished steps
+
+
+# ------------------------------------------------------------------------------------- writes the engine asks for
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create together with its first (discovery) queue item."""
+
+    id: str
+    function_slug: str
+    app_id: str
+    event_ids: tuple[str, ...]
+    idempotency_key: str | None
+    due_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SaveStep:
+    hash: str
+    name: str
+    op: str
+    status: StepStatus
+    memo: Any
+    started_at: int
+    ended_at: int | None
+    attempts: int = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Enqueue:
+    target: str
+    due_at: int
+    attempt: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryItem:
+    """Put the claimed item back for another attempt."""
+
+    due_at: int
+    error: Any = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FinishRun:
+    status: protocol.RunStatus
+    output: Any
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SetForceStepPlan:
+    value: bool
+
+
+Command = SaveStep | Enqueue | RetryItem | FinishRun | SetForceStepPlan
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Applied:
+    """What `apply` did: the queue items it created that are due now (already leased to the caller)."""
+
+    accepted: bool  #: False when the item was no longer ours (lease lost, run ended): nothing written
+    ready: tuple[QueueItem, ...] = ()
+    enqueued_future: bool = False
+
+
+class Store(Protocol):
+    """Durable state of the engine. Each method is one transaction."""
+
+    async def close(self) -> None: ...
+
+    # -- apps and functions
+    async def sync_app(self, app: AppRecord, functions: list[FunctionRecord]) -> tuple[AppRecord, bool]:
+        """Upsert the app by name with exactly these functions (others of the app are archived).
+
+        Returns the stored app and whether anything changed (False when the checksum is the same).
+        """
+        ...
+
+    async def set_app_error(self, url: str, error: str | None) -> None: ...
+    async def list_apps(self) -> list[AppRecord]: ...
+    async def list_functions(self) -> list[FunctionRecord]: ...
+    async def get_function(self, slug: str) -> FunctionRecord | None: ...
+
+    # -- events and runs
+    async def ingest(self, events: list[EventRecord], runs: list[NewRun], now: int) -> list[str]:
+        """Store the events and start the runs (skipping runs whose idempotency key is taken).
+
+        Returns the ids of the runs created.
+        """
+        ...
+
+    async def get_event(self, internal_id: str) -> EventRecord | None: ...
+    async def list_events(self, *, name: str | None, limit: int, before: str | None = None) -> list[EventRecord]: ...
+    async def runs_for_event(self, internal_id: str) -> list[RunRecord]: ...
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+    async def list_runs(self, *, function_slug: str | None = None, status: str | None = None,
+                        limit: int = 50, before: str | None = None) -> list[RunRecord]: ...
+    async def get_steps(self, run_id: str) -> list[StepRecord]: ...
+    async def load_run_state(self, run_id: str, now: int) -> RunState | None:
+        """The run, its function, its events and the memo of the steps finished by `now`."""
+        ...
+
+    # -- the queue
+    async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int) -> list[QueueItem]:
+        """Lease up to `limit` items due at `now` that nobody holds (or whose lease ran out)."""
+        ...
+
+    async def next_due_at(self) -> int | None:
+        """The earliest due time of an unleased item, or the earliest lease expiry, or None."""
+        ...
+
+    async def apply(self, item: QueueItem, owner: str, commands: list[Command], now: int,
+                    lease_ms: int) -> Applied:
+        """Apply the engine's decision for a claimed item and release it, in one transaction.
+
+        Items enqueued due at or before `now` come back leased to `owner` so the caller can run them
+        at once without a round through the scheduler.
+        """
+        ...
+
+    async def release_leases(self, owner: str | None = None) -> int:
+        """Drop leases (all, or those of `owner`); used when a single-node server restarts."""
+        ...
+
+    async def mark_running(self, run_id: str, now: int) -> None: ...

@@ -1,0 +1,44 @@
+"""Versioned schema migrations: numbered `.sql` files per backend, applied in order at start-up."""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+
+
+def _files(backend: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration of `backend`, in version order."""
+    folder = resources.files(__package__).joinpath(backend)
+    out = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            out.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()))
+    return sorted(out)
+
+
+def apply_sqlite(db: sqlite3.Connection) -> list[str]:
+    """Apply the SQLite migrations not yet applied; returns the names applied."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+               "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
+    done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, name, sql in _files("sqlite"):
+        if version in done:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        applied.append(name)
+    return applied
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration file on `;` at line ends (our files hold no triggers or string literals with `;`)."""
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().strip(";")]

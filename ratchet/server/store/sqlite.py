@@ -1,0 +1,401 @@
+"""The embedded SQLite store (the default backend).
+
+One connection, used only from the event loop's thread. Every method runs its SQL without awaiting in
+between, so a method is one transaction and two methods never interleave. Calling sqlite3 directly on
+the loop (instead of through a thread pool such as aiosqlite) is deliberate: a WAL commit with
+synchronous=NORMAL costs ~12 µs here, far less than a thread hop, and a single writer is what SQLite
+wants anyway. A server owns its SQLite file alone; scale-out uses the PostgreSQL backend.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ratchet import protocol
+from ratchet.server.store import base, migrations
+
+# Pragmas, each with its reason:
+_PRAGMAS = (
+    # Readers never block the writer and a commit is one append to the WAL file.
+    "PRAGMA journal_mode=WAL",
+    # In WAL mode NORMAL survives a process crash (kill -9): the commit is in the WAL in the OS page
+    # cache. Only a power loss can drop the last commits, which the dev server accepts.
+    "PRAGMA synchronous=NORMAL",
+    # Our schema has references; keep them honest.
+    "PRAGMA foreign_keys=ON",
+    # Another process (a CLI reading the file) may hold a lock briefly; wait instead of failing.
+    "PRAGMA busy_timeout=5000",
+    # Keep temp b-trees in memory; sorts for list pages stay off the disk.
+    "PRAGMA temp_store=MEMORY",
+)
+
+_RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_at, ended_at, output, "
+             "stack, force_step_plan, error")
+_EVENT_COLS = "internal_id, id, name, data, ts, received_at, v, user"
+_STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts"
+_QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until"
+
+
+#: How long a run idempotency key is kept (24 h).
+IDEMPOTENCY_MS = 24 * 3600 * 1000
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _loads(text: str | bytes | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def _run(row: tuple[Any, ...]) -> base.RunRecord:
+    return base.RunRecord(
+        id=row[0], function_slug=row[1], app_id=row[2], status=protocol.RunStatus(row[3]),
+        event_ids=tuple(orjson.loads(row[4])), created_at=row[5], started_at=row[6], ended_at=row[7],
+        output=_loads(row[8]), stack=tuple(orjson.loads(row[9])), force_step_plan=bool(row[10]),
+        error=row[11],
+    )
+
+
+def _event(row: tuple[Any, ...]) -> base.EventRecord:
+    return base.EventRecord(internal_id=row[0], id=row[1], name=row[2], data=orjson.loads(row[3]),
+                            ts=row[4], received_at=row[5], v=row[6], user=_loads(row[7]))
+
+
+def _step(row: tuple[Any, ...]) -> base.StepRecord:
+    return base.StepRecord(run_id=row[0], hash=row[1], name=row[2], op=row[3],
+                           status=base.StepStatus(row[4]), memo=_loads(row[5]), started_at=row[6],
+                           ended_at=row[7], attempts=row[8])
+
+
+def _item(row: tuple[Any, ...]) -> base.QueueItem:
+    return base.QueueItem(id=row[0], run_id=row[1], target=row[2], attempt=row[3], due_at=row[4],
+                          lease_owner=row[5], lease_until=row[6])
+
+
+def _function(row: tuple[Any, ...]) -> base.FunctionRecord:
+    return base.FunctionRecord(slug=row[0], app_id=row[1], name=row[2],
+                               config=protocol.FunctionConfig.model_validate_json(row[3]), url=row[4])
+
+
+def _app(row: tuple[Any, ...]) -> base.AppRecord:
+    return base.AppRecord(id=row[0], name=row[1], url=row[2], sdk=row[3], framework=row[4], checksum=row[5],
+                          synced_at=row[6], error=row[7], function_count=row[8])
+
+
+class SqliteStore:
+    """`base.Store` on one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a write transaction takes the
+        # write lock up front instead of failing half-way with SQLITE_BUSY on upgrade.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in _PRAGMAS:
+            self._db.execute(pragma)
+        migrations.apply_sqlite(self._db)
+
+    async def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------------------ transaction helper
+
+    def _write(self) -> _Txn:
+        return _Txn(self._db)
+
+    # ------------------------------------------------------------------------------ apps and functions
+
+    async def sync_app(self, app: base.AppRecord, functions: list[base.FunctionRecord]
+                       ) -> tuple[base.AppRecord, bool]:
+        db = self._db
+        with self._write():
+            row = db.execute("SELECT id, checksum FROM apps WHERE name = ?", (app.name,)).fetchone()
+            app_id = row[0] if row else app.id
+            changed = row is None or row[1] != app.checksum
+            db.execute(
+                "INSERT INTO apps (id, name, url, sdk, framework, checksum, synced_at, error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT(name) DO UPDATE SET url=excluded.url, "
+                "sdk=excluded.sdk, framework=excluded.framework, checksum=excluded.checksum, "
+                "synced_at=excluded.synced_at, error=NULL",
+                (app_id, app.name, app.url, app.sdk, app.framework, app.checksum, app.synced_at),
+            )
+            if changed:
+                db.execute("UPDATE functions SET archived = 1, updated_at = ? WHERE app_id = ?",
+                           (app.synced_at, app_id))
+                for fn in functions:
+                    db.execute(
+                        "INSERT INTO functions (slug, app_id, name, config, url, archived, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT(slug) DO UPDATE SET app_id=excluded.app_id, "
+                        "name=excluded.name, config=excluded.config, url=excluded.url, archived=0, "
+                        "updated_at=excluded.updated_at",
+                        (fn.slug, app_id, fn.name, fn.config.model_dump_json(by_alias=True, exclude_none=True),
+                         fn.url, app.synced_at),
+                    )
+        stored = await self._get_app(app.name)
+        assert stored is not None
+        return stored, changed
+
+    async def _get_app(self, name: str) -> base.AppRecord | None:
+        row = self._db.execute(
+            "SELECT a.id, a.name, a.url, a.sdk, a.framework, a.checksum, a.synced_at, a.error, "
+            "(SELECT count(*) FROM functions f WHERE f.app_id = a.id AND f.archived = 0) "
+            "FROM apps a WHERE a.name = ?", (name,)).fetchone()
+        return _app(row) if row else None
+
+    async def set_app_error(self, url: str, error: str | None) -> None:
+        with self._write():
+            self._db.execute("UPDATE apps SET error = ? WHERE url = ?", (error, url))
+
+    async def list_apps(self) -> list[base.AppRecord]:
+        rows = self._db.execute(
+            "SELECT a.id, a.name, a.url, a.sdk, a.framework, a.checksum, a.synced_at, a.error, "
+            "(SELECT count(*) FROM functions f WHERE f.app_id = a.id AND f.archived = 0) "
+            "FROM apps a ORDER BY a.name").fetchall()
+        return [_app(r) for r in rows]
+
+    async def list_functions(self) -> list[base.FunctionRecord]:
+        rows = self._db.execute(
+            "SELECT slug, app_id, name, config, url FROM functions WHERE archived = 0 ORDER BY slug").fetchall()
+        return [_function(r) for r in rows]
+
+    async def get_function(self, slug: str) -> base.FunctionRecord | None:
+        row = self._db.execute("SELECT slug, app_id, name, config, url FROM functions WHERE slug = ?",
+                               (slug,)).fetchone()
+        return _function(row) if row else None
+
+    # ------------------------------------------------------------------------------ events and runs
+
+    async def ingest(self, events: list[base.EventRecord], runs: list[base.NewRun], now: int) -> list[str]:
+        db = self._db
+        created: list[str] = []
+        with self._write():
+            db.executemany(
+                f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.internal_id, e.id, e.name, _dumps(e.data), e.ts, e.received_at, e.v,
+                  None if e.user is None else _dumps(e.user)) for e in events],
+            )
+            for run in runs:
+                if run.idempotency_key is not None:
+                    # Take the key unless a live (unexpired) run holds it.
+                    cur = db.execute(
+                        "INSERT INTO run_keys (key, run_id, expires_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE "
+                        "SET run_id = excluded.run_id, expires_at = excluded.expires_at WHERE run_keys.expires_at <= ?",
+                        (run.idempotency_key, run.id, now + IDEMPOTENCY_MS, now))
+                    if cur.rowcount == 0:
+                        continue
+                self._create_run_txn(run, now)
+                created.append(run.id)
+        return created
+
+    def _create_run_txn(self, run: base.NewRun, now: int) -> None:
+        db = self._db
+        db.execute(
+            "INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (run.id, run.function_slug, run.app_id, protocol.RunStatus.QUEUED.value, _dumps(list(run.event_ids)),
+             now),
+        )
+        db.executemany("INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES (?, ?)",
+                       [(eid, run.id) for eid in run.event_ids])
+        db.execute("INSERT INTO queue (run_id, target, attempt, due_at) VALUES (?, ?, 0, ?)",
+                   (run.id, protocol.DISCOVERY_STEP_ID, run.due_at))
+
+    async def get_event(self, internal_id: str) -> base.EventRecord | None:
+        row = self._db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE internal_id = ? ORDER BY seq LIMIT 1",
+                               (internal_id,)).fetchone()
+        return _event(row) if row else None
+
+    async def list_events(self, *, name: str | None, limit: int, before: str | None = None
+                          ) -> list[base.EventRecord]:
+        where, args = [], []
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        if before is not None:
+            where.append("seq < (SELECT min(seq) FROM events WHERE internal_id = ?)")
+            args.append(before)
+        sql = f"SELECT {_EVENT_COLS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [_event(r) for r in rows]
+
+    async def runs_for_event(self, internal_id: str) -> list[base.RunRecord]:
+        rows = self._db.execute(
+            f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLS.split(','))} FROM run_events re "
+            "JOIN runs r ON r.id = re.run_id WHERE re.event_id = ? ORDER BY r.id", (internal_id,)).fetchall()
+        return [_run(r) for r in rows]
+
+    async def get_run(self, run_id: str) -> base.RunRecord | None:
+        row = self._db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _run(row) if row else None
+
+    async def list_runs(self, *, function_slug: str | None = None, status: str | None = None,
+                        limit: int = 50, before: str | None = None) -> list[base.RunRecord]:
+        where, args = [], []
+        if function_slug is not None:
+            where.append("function_slug = ?")
+            args.append(function_slug)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
+        sql = f"SELECT {_RUN_COLS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [_run(r) for r in self._db.execute(sql, (*args, limit)).fetchall()]
+
+    async def get_steps(self, run_id: str) -> list[base.StepRecord]:
+        rows = self._db.execute(f"SELECT {_STEP_COLS} FROM steps WHERE run_id = ? ORDER BY seq",
+                                (run_id,)).fetchall()
+        return [_step(r) for r in rows]
+
+    async def load_run_state(self, run_id: str, now: int) -> base.RunState | None:
+        db = self._db
+        # A read transaction so the run, its events and its memo are one snapshot.
+        db.execute("BEGIN")
+        try:
+            row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            run = _run(row)
+            fn_row = db.execute("SELECT slug, app_id, name, config, url FROM functions WHERE slug = ?",
+                                (run.function_slug,)).fetchone()
+            events: list[base.EventRecord] = []
+            for eid in run.event_ids:
+                erow = db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE internal_id = ? ORDER BY seq LIMIT 1",
+                                  (eid,)).fetchone()
+                if erow is not None:
+                    events.append(_event(erow))
+            # A sleep is in the memo only once it is over; before that the SDK must still see it pending.
+            memo = {h: _loads(m) for h, m in db.execute(
+                "SELECT hash, memo FROM steps WHERE run_id = ? AND (status IN ('completed', 'failed') "
+                "OR (status = 'sleeping' AND ended_at <= ?))", (run_id, now))}
+        finally:
+            db.execute("COMMIT")
+        return base.RunState(run=run, function=_function(fn_row) if fn_row else None, events=tuple(events),
+                             memo=memo)
+
+    async def mark_running(self, run_id: str, now: int) -> None:
+        with self._write():
+            self._db.execute(
+                "UPDATE runs SET status = ?, started_at = ? WHERE id = ? AND status = ?",
+                (protocol.RunStatus.RUNNING.value, now, run_id, protocol.RunStatus.QUEUED.value))
+
+    # ------------------------------------------------------------------------------ queue
+
+    async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int) -> list[base.QueueItem]:
+        db = self._db
+        with self._write():
+            rows = db.execute(
+                f"SELECT {_QUEUE_COLS} FROM queue WHERE lease_owner IS NULL AND due_at <= ? "
+                "ORDER BY due_at, id LIMIT ?", (now, limit)).fetchall()
+            if len(rows) < limit:
+                rows += db.execute(
+                    f"SELECT {_QUEUE_COLS} FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= ? "
+                    "ORDER BY lease_until LIMIT ?", (now, limit - len(rows))).fetchall()
+            until = now + lease_ms
+            db.executemany("UPDATE queue SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                           [(owner, until, r[0]) for r in rows])
+        return [base.QueueItem(id=r[0], run_id=r[1], target=r[2], attempt=r[3], due_at=r[4], lease_owner=owner,
+                               lease_until=until) for r in rows]
+
+    async def next_due_at(self) -> int | None:
+        row = self._db.execute(
+            "SELECT min(t) FROM (SELECT min(due_at) AS t FROM queue WHERE lease_owner IS NULL "
+            "UNION ALL SELECT min(lease_until) FROM queue WHERE lease_owner IS NOT NULL)").fetchone()
+        return row[0] if row else None
+
+    async def release_leases(self, owner: str | None = None) -> int:
+        with self._write():
+            if owner is None:
+                cur = self._db.execute(
+                    "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
+            else:
+                cur = self._db.execute(
+                    "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (owner,))
+        return cur.rowcount
+
+    async def apply(self, item: base.QueueItem, owner: str, commands: list[base.Command], now: int,
+                    lease_ms: int) -> base.Applied:
+        db = self._db
+        ready: list[base.QueueItem] = []
+        future = False
+        with self._write():
+            held = db.execute("SELECT 1 FROM queue WHERE id = ? AND lease_owner = ?", (item.id, owner)).fetchone()
+            if held is None:
+                return base.Applied(accepted=False)
+            status = db.execute("SELECT status, stack FROM runs WHERE id = ?", (item.run_id,)).fetchone()
+            if status is None or protocol.RunStatus(status[0]).is_terminal:
+                db.execute("DELETE FROM queue WHERE id = ?", (item.id,))
+                return base.Applied(accepted=False)
+            stack: list[str] = orjson.loads(status[1])
+            stack_changed = False
+            retried = False
+            for cmd in commands:
+                if isinstance(cmd, base.SaveStep):
+                    # A step recorded once is never recorded again: the first result wins.
+                    cur = db.execute(
+                        f"INSERT OR IGNORE INTO steps ({_STEP_COLS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (item.run_id, cmd.hash, cmd.name, cmd.op, cmd.status.value, _dumps(cmd.memo),
+                         cmd.started_at, cmd.ended_at, cmd.attempts, len(stack)))
+                    if cur.rowcount:
+                        stack.append(cmd.hash)
+                        stack_changed = True
+                elif isinstance(cmd, base.Enqueue):
+                    if cmd.due_at <= now:
+                        cur = db.execute(
+                            "INSERT INTO queue (run_id, target, attempt, due_at, lease_owner, lease_until) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            (item.run_id, cmd.target, cmd.attempt, cmd.due_at, owner, now + lease_ms))
+                        ready.append(base.QueueItem(id=cur.lastrowid or 0, run_id=item.run_id, target=cmd.target,
+                                                    attempt=cmd.attempt, due_at=cmd.due_at, lease_owner=owner,
+                                                    lease_until=now + lease_ms))
+                    else:
+                        db.execute("INSERT INTO queue (run_id, target, attempt, due_at) VALUES (?, ?, ?, ?)",
+                                   (item.run_id, cmd.target, cmd.attempt, cmd.due_at))
+                        future = True
+                elif isinstance(cmd, base.RetryItem):
+                    db.execute(
+                        "UPDATE queue SET attempt = attempt + 1, due_at = ?, lease_owner = NULL, "
+                        "lease_until = NULL, last_error = ? WHERE id = ?",
+                        (cmd.due_at, None if cmd.error is None else _dumps(cmd.error), item.id))
+                    retried = True
+                    future = True
+                elif isinstance(cmd, base.FinishRun):
+                    db.execute("UPDATE runs SET status = ?, output = ?, ended_at = ?, error = ? WHERE id = ?",
+                               (cmd.status.value, _dumps(cmd.output), now, cmd.error, item.run_id))
+                    db.execute("DELETE FROM queue WHERE run_id = ? AND id != ?", (item.run_id, item.id))
+                elif isinstance(cmd, base.SetForceStepPlan):
+                    db.execute("UPDATE runs SET force_step_plan = ? WHERE id = ?", (int(cmd.value), item.run_id))
+            if not retried:
+                db.execute("DELETE FROM queue WHERE id = ?", (item.id,))
+            if stack_changed:
+                db.execute("UPDATE runs SET stack = ? WHERE id = ?", (_dumps(stack), item.run_id))
+        return base.Applied(accepted=True, ready=tuple(ready), enqueued_future=future)
+
+
+class _Txn:
+    """`with` block around one write transaction: BEGIN IMMEDIATE, then COMMIT or ROLLBACK."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
