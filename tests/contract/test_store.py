@@ -237,3 +237,12 @@ async def test_list_runs_filters_and_pages(store: base.Store) -> None:
     assert await store.list_runs(status="COMPLETED", limit=10) == []
     assert len(await store.list_runs(function_slug="app-f", limit=10)) == 4
     assert await store.list_runs(function_slug="nope", limit=10) == []
+
+
+async def test_count_runs_by_status_and_function(store: base.Store) -> None:
+    await store.ingest([event()], [new_run(f"r{i}") for i in range(3)], NOW)
+    assert await store.count_runs() == 3
+    assert await store.count_runs(status="QUEUED") == 3
+    assert await store.count_runs(status="COMPLETED") == 0
+    assert await store.count_runs(function_slug="app-f", status="QUEUED") == 3
+    assert await store.count_runs(function_slug="nope") == 0

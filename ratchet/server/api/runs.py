@@ -77,15 +77,32 @@ async def event_runs(request: Request) -> Response:
     return json_response({"data": [run_json(r) for r in await store.runs_for_event(event_id)]})
 
 
+def _status(request: Request) -> str | None | Response:
+    status = request.query_params.get("status")
+    if status is None:
+        return None
+    if status.upper() not in {s.value for s in protocol.RunStatus}:
+        return error(400, f"status: must be one of QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, got {status!r}")
+    return status.upper()
+
+
+async def count_runs(request: Request) -> Response:
+    """`GET /v1/runs/count?status=&function_id=` → `{"data": {"count": n}}`."""
+    status = _status(request)
+    if isinstance(status, Response):
+        return status
+    count = await services(request).store.count_runs(function_slug=request.query_params.get("function_id"),
+                                                     status=status)
+    return json_response({"data": {"count": count}})
+
+
 async def list_runs(request: Request) -> Response:
     limit = _limit(request)
     if isinstance(limit, Response):
         return limit
-    status = request.query_params.get("status")
-    if status is not None:
-        status = status.upper()
-        if status not in {"QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"}:
-            return error(400, f"status: must be one of QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, got {status!r}")
+    status = _status(request)
+    if isinstance(status, Response):
+        return status
     runs = await services(request).store.list_runs(function_slug=request.query_params.get("function_id"),
                                                    status=status, limit=limit,
                                                    before=request.query_params.get("before"))

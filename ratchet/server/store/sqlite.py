@@ -254,6 +254,17 @@ class SqliteStore:
         sql += " ORDER BY id DESC LIMIT ?"
         return [_run(r) for r in self._db.execute(sql, (*args, limit)).fetchall()]
 
+    async def count_runs(self, *, function_slug: str | None = None, status: str | None = None) -> int:
+        where, args = [], []
+        if function_slug is not None:
+            where.append("function_slug = ?")
+            args.append(function_slug)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        sql = "SELECT count(*) FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self._db.execute(sql, args).fetchone()[0])
+
     async def get_steps(self, run_id: str) -> list[base.StepRecord]:
         rows = self._db.execute(f"SELECT {_STEP_COLS} FROM steps WHERE run_id = ? ORDER BY seq",
                                 (run_id,)).fetchall()
