@@ -1,0 +1,357 @@
+"""Helpers for the out-of-process tiers (e2e, compat) and the benchmark: real processes, real ports.
+
+Everything here waits on a condition with a deadline and a short poll interval; nothing sleeps and
+hopes. Processes run in their own process group so `kill9()` and cleanup take their children too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+#: Poll interval of `wait_until` (seconds).
+POLL_S = 0.02
+#: How long a server or app may take to come up.
+START_TIMEOUT_S = 20.0
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (the OS picks it, so parallel workers rarely collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(fn: Callable[[], T], timeout: float = 10.0, message: str = "condition", *,
+               interval: float = POLL_S) -> T:
+    """Poll `fn` until it returns something truthy and return that; fail naming `message` at the deadline.
+
+    Exceptions from `fn` count as "not yet" (a server that is restarting refuses connections); the last
+    one is reported if the deadline passes.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = fn()
+            if value:
+                return value
+            last = value
+        except Exception as exc:  # noqa: BLE001 - reported below
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {message} (last: {last!r})")
+        time.sleep(interval)
+
+
+def _ratchet_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "ratchet"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "ratchet.server.cli"]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class _Process:
+    """A subprocess in its own process group, logging to a file."""
+
+    name = "process"
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.last_error: Exception | None = None
+
+    def _spawn(self, args: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"\n=== {' '.join(args)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return _tail(self.log_path)
+
+    def _signal_group(self, sig: int) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def kill9(self) -> None:
+        """SIGKILL the whole process group and reap it: no shutdown code runs."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it is still there after `timeout`; always reaps the group."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self._signal_group(signal.SIGKILL)  # leftovers in the group, if any
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+    def _wait_ready(self, check: Callable[[], bool], timeout: float) -> None:
+        def ready() -> bool:
+            if not self.alive:
+                code = self.proc.returncode if self.proc else None
+                raise _Exited(f"{self.name} exited with code {code} before it was ready; log:\n{self.log()}")
+            return check()
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if ready():
+                    return
+            except _Exited:
+                raise
+            except Exception as exc:  # noqa: BLE001 - not up yet
+                self.last_error = exc
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{self.name} not ready after {timeout:g} s (last error: {self.last_error!r}); "
+                                     f"log:\n{self.log()}")
+            time.sleep(POLL_S)
+
+
+class _Exited(AssertionError):
+    pass
+
+
+class ServerProcess(_Process):
+    """`ratchet dev` as a subprocess on a SQLite file; survives `kill9()` + `restart()` on the same db."""
+
+    name = "ratchet server"
+
+    def __init__(self, db_path: Path, log_path: Path, *, port: int | None = None,
+                 app_urls: Iterable[str] = (), retry_interval: float | None = 0.2,
+                 extra_args: Iterable[str] = ()) -> None:
+        super().__init__(log_path)
+        self.db_path = db_path
+        self.port = port or free_port()
+        self.app_urls = list(app_urls)
+        self.retry_interval = retry_interval
+        self.extra_args = list(extra_args)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def args(self) -> list[str]:
+        args = [*_ratchet_cmd(), "dev", "--port", str(self.port), "--db", str(self.db_path), "--log-level", "info"]
+        for u in self.app_urls:
+            args += ["-u", u]
+        if self.retry_interval is not None:
+            args += ["--retry-interval", str(self.retry_interval)]
+        return args + self.extra_args
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> ServerProcess:
+        """Start and wait for `/health`."""
+        self._spawn(self.args())
+        self._wait_ready(lambda: httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200, timeout)
+        return self
+
+    def restart(self, timeout: float = START_TIMEOUT_S) -> ServerProcess:
+        """Start again on the same port and database (killing the old one first if it still runs)."""
+        if self.alive:
+            self.kill9()
+        return self.start(timeout)
+
+
+class AppProcess(_Process):
+    """A uvicorn app (`app` object of a module file) on a free port.
+
+    `interface="wsgi"` serves a WSGI app (Flask) through uvicorn's WSGI adapter.
+    """
+
+    name = "app"
+
+    def __init__(self, app_file: Path, log_path: Path, *, env: Mapping[str, str] | None = None,
+                 port: int | None = None, interface: str = "auto", attr: str = "app",
+                 serve_path: str = "/api/inngest") -> None:
+        super().__init__(log_path)
+        self.app_file = Path(app_file)
+        self.env = dict(env or {})
+        self.port = port or free_port()
+        self.interface = interface
+        self.attr = attr
+        self.serve_path = serve_path
+
+    @property
+    def url(self) -> str:
+        """The serve URL to sync (`-u`)."""
+        return f"http://127.0.0.1:{self.port}{self.serve_path}"
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> AppProcess:
+        args = [sys.executable, "-m", "uvicorn", "--app-dir", str(self.app_file.parent), "--host", "127.0.0.1",
+                "--port", str(self.port), "--interface", self.interface, "--no-access-log",
+                f"{self.app_file.stem}:{self.attr}"]
+        self._spawn(args, env=self.env)
+        # The SDK answers GET on the serve path (introspection) once the app is up.
+        self._wait_ready(lambda: httpx.get(self.url, timeout=1.0).status_code < 500, timeout)
+        return self
+
+
+def sdk_env(server_url: str, **extra: str) -> dict[str, str]:
+    """Environment for an official-SDK app that talks to a Ratchet server in dev mode."""
+    return {"INNGEST_DEV": "1", "INNGEST_API_BASE_URL": server_url, "INNGEST_EVENT_API_BASE_URL": server_url,
+            "PYTHONUNBUFFERED": "1", **extra}
+
+
+class Api:
+    """A small client for the server's REST read API and event API."""
+
+    def __init__(self, base_url: str, timeout: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _data(self, path: str, **params: Any) -> Any:
+        resp = self.http.get(path, params=params or None)
+        resp.raise_for_status()
+        return resp.json()["data"]
+
+    def send(self, events: dict[str, Any] | list[dict[str, Any]], key: str = "test-key") -> list[str]:
+        """POST events; returns the event ids the server accepted."""
+        resp = self.http.post(f"/e/{key}", json=events)
+        assert resp.status_code == 200, f"event API replied {resp.status_code}: {resp.text}"
+        ids = resp.json()["ids"]
+        expected = len(events) if isinstance(events, list) else 1
+        assert len(ids) == expected, f"sent {expected} events, got ids {ids}"
+        return ids
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._data(f"/v1/runs/{run_id}")
+
+    def runs(self, **params: Any) -> list[dict[str, Any]]:
+        return self._data("/v1/runs", **params)
+
+    def event_runs(self, event_id: str) -> list[dict[str, Any]]:
+        return self._data(f"/v1/events/{event_id}/runs")
+
+    def functions(self) -> list[dict[str, Any]]:
+        return self._data("/v1/functions")
+
+
+def wait_synced(api: Api, slugs: Iterable[str], timeout: float = 15.0) -> None:
+    """Wait until the server lists every function in `slugs` (sync runs in the background)."""
+    wanted = set(slugs)
+
+    def synced() -> bool:
+        listed = {f["id"] for f in api.functions()}
+        return wanted <= listed
+
+    wait_until(synced, timeout, f"functions {sorted(wanted)} to be synced")
+
+
+def wait_runs_for_event(api: Api, event_id: str, count: int = 1, timeout: float = 10.0) -> list[str]:
+    """The ids of the runs event `event_id` started, once there are `count` of them."""
+    def enough() -> list[dict[str, Any]] | None:
+        runs = api.event_runs(event_id)
+        return runs if len(runs) >= count else None
+
+    runs = wait_until(enough, timeout, f"{count} run(s) for event {event_id}")
+    assert len(runs) == count, f"event {event_id} started {len(runs)} runs, expected {count}: {runs}"
+    return [r["id"] for r in runs]
+
+
+def send_and_get_run(api: Api, name: str, data: dict[str, Any] | None = None, timeout: float = 10.0) -> str:
+    """Send one event and return the id of the one run it starts."""
+    (event_id,) = api.send({"name": name, "data": data or {}})
+    (run_id,) = wait_runs_for_event(api, event_id, 1, timeout)
+    return run_id
+
+
+def wait_run(api: Api, run_id: str, status: str = "COMPLETED", timeout: float = 15.0) -> dict[str, Any]:
+    """Wait until the run ends; assert it ended with `status` and return it (with its steps)."""
+    def ended() -> dict[str, Any] | None:
+        run = api.run(run_id)
+        return run if run["status"] in TERMINAL else None
+
+    run = wait_until(ended, timeout, f"run {run_id} to end with {status}")
+    assert run["status"] == status, f"run {run_id} ended {run['status']}, expected {status}: {run}"
+    return run
+
+
+def ratchet(*args: str, timeout: float = 30.0, env: Mapping[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    """Run the `ratchet` CLI to completion and capture its output."""
+    return subprocess.run([*_ratchet_cmd(), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, check=False)
+
+
+
+class Stack:
+    """A Ratchet server with one official-SDK app synced to it, and an `Api` client for the server."""
+
+    def __init__(self, workdir: Path, app_file: Path, *, interface: str = "auto",
+                 env: Mapping[str, str] | None = None, retry_interval: float | None = 0.2,
+                 db_name: str = "ratchet.db") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        server_port = free_port()
+        server_url = f"http://127.0.0.1:{server_port}"
+        self.app = AppProcess(app_file, workdir / "app.log", env=sdk_env(server_url, **(env or {})),
+                              interface=interface)
+        self.server = ServerProcess(workdir / db_name, workdir / "server.log", port=server_port,
+                                    app_urls=[self.app.url], retry_interval=retry_interval)
+        self.api = Api(server_url)
+
+    def start(self, slugs: Iterable[str] = ()) -> Stack:
+        """Start the app and the server, and wait until `slugs` are synced. Cleans up if that fails."""
+        try:
+            self.app.start()
+            self.server.start()
+            wait_synced(self.api, slugs)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop both processes (always safe to call)."""
+        try:
+            self.server.stop()
+        finally:
+            try:
+                self.app.stop()
+            finally:
+                self.api.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
