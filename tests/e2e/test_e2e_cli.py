@@ -1,0 +1,38 @@
+"""The `ratchet` CLI rejects bad input with exit code 2 and a message naming the option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.harness import free_port, ratchet
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["--port", "0"], "--port"),
+    (["--port", "70000"], "--port"),
+    (["-u", "notaurl"], "-u"),
+    (["--retry-interval", "-1"], "--retry-interval"),
+], ids=["port-0", "port-70000", "bad-url", "negative-retry-interval"])
+def test_dev_rejects_bad_input(tmp_path: Path, args: list[str], names: str) -> None:
+    db = tmp_path / "ratchet.db"
+    result = ratchet("dev", "--db", str(db), *args, timeout=20)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert names in result.stderr, result.stderr
+    assert not db.exists(), "the server must not start (or create its database) on bad input"
+
+
+def test_sync_rejects_bad_url() -> None:
+    result = ratchet("sync", "notaurl", timeout=20)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "URL" in result.stderr and "notaurl" in result.stderr, result.stderr
+
+
+def test_sync_against_a_server_that_is_down() -> None:
+    server = f"http://127.0.0.1:{free_port()}"
+    result = ratchet("sync", "http://127.0.0.1:9/api/inngest", "--server", server, timeout=20)
+    assert result.returncode != 0, (result.stdout, result.stderr)
+    assert "could not reach the server" in result.stderr and server in result.stderr, result.stderr
