@@ -459,3 +459,24 @@ async def test_asgi_app_routes_in_plain_starlette() -> None:
         assert reply.status == 200 and reply.body == "mounted"
         await http.put("/api/inngest")
     assert orjson.loads(server.registrations[0].content)["url"] == "http://app.test/api/inngest"
+
+
+async def test_ctx_logger_is_silent_while_replaying(caplog: pytest.LogCaptureFixture) -> None:
+    client = ratchet.Client(app_id="shop", is_production=False, environ={})
+
+    @client.function(id="chatty", trigger=ratchet.on_event("a/b"))
+    async def chatty(ctx: ratchet.Context) -> str:
+        ctx.logger.info("start")
+        await ctx.step.run("one", lambda: 1)
+        ctx.logger.info("after one")
+        await ctx.step.run("two", lambda: 2)
+        ctx.logger.info("end")
+        return "ok"
+
+    app = fastapi.FastAPI()
+    ratchet.sdk.fastapi.serve(app, client, [chatty])
+    caplog.set_level("INFO", logger="ratchet")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app.test") as http:
+        result = await drive(http, ServerLoop("shop-chatty", EVENT))
+    assert result.body == "ok"
+    assert [r.getMessage() for r in caplog.records if r.name == "ratchet"] == ["start", "after one", "end"]
