@@ -4,7 +4,9 @@
 - `PUT`: sync. Out-of-band: POST the app's config to `{api_origin}/fn/register` and answer with the
   server's reply; in-band (production, signed `x-inngest-sync-kind: in_band`): answer with the config.
 - `POST ?fnId=..&stepId=..`: run a function with the memo of the call request; answer 200 (returned),
-  206 (opcodes) or 500 (error). `POST ?probe=trust` answers `null` (a signing check).
+  206 (opcodes) or 500 (error). When the server sent `use_api: true` (a payload too large to send), the
+  events and the memo are fetched from `{api_origin}/v0/runs/{run_id}/batch` and `.../actions` first.
+  `POST ?probe=trust` answers `null` (a signing check).
 
 Adapters (fastapi.py, flask.py) only translate requests and responses; `handle` (async) and
 `handle_sync` share every decision and differ only where they wait: on the function and on the HTTP client.
@@ -73,6 +75,17 @@ class _Call:
 
 
 @dataclass(frozen=True, slots=True)
+class _Pending:
+    """A valid call request whose events and memo are still to be fetched (`use_api`)."""
+
+    handler: function_lib.Handler[Any]
+    is_async: bool
+    request: protocol.CallRequest
+    step_id: str
+    key: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Returned:
     value: Any
 
@@ -135,6 +148,8 @@ class ServeHandler:
         method = req.method.upper()
         if method == "POST":
             call = self._begin_call(req)
+            if isinstance(call, _Pending):
+                call = await self._fetch_async(call)
             if isinstance(call, SdkResponse):
                 return call
             return self._finish_call(call, await self._execute_async(call))
@@ -158,6 +173,8 @@ class ServeHandler:
         method = req.method.upper()
         if method == "POST":
             call = self._begin_call(req)
+            if isinstance(call, _Pending):
+                call = self._fetch_sync(call)
             if isinstance(call, SdkResponse):
                 return call
             if call.is_async:
@@ -340,7 +357,7 @@ class ServeHandler:
 
     # ----------------------------------------------------------------------------------------- POST
 
-    def _begin_call(self, req: SdkRequest) -> SdkResponse | _Call:
+    def _begin_call(self, req: SdkRequest) -> SdkResponse | _Call | _Pending:
         key: str | None = None
         if self.client.is_production:
             key = self._verified_key(req, _canonical(req.body))
@@ -359,30 +376,82 @@ class ServeHandler:
         handler, is_async = found
         try:
             call = protocol.CallRequest.model_validate_json(req.body or b"null")
-            events = [event_lib.Event.from_wire(e) for e in (call.events or [call.event])]
-            event = event_lib.Event.from_wire(call.event)
         except pydantic.ValidationError as exc:
             return self._error(500, protocol.ErrorCode.BODY_INVALID, f"invalid call request: {_fields(exc)}",
                                name="BodyInvalidError", key=key, no_retry=True)
+        pending = _Pending(handler, is_async, call, req.query.get("stepId") or protocol.DISCOVERY_STEP_ID, key)
+        if call.use_api or call.ctx.use_api:
+            return pending
+        return self._make_call(pending, call.events, call.steps)
+
+    def _make_call(self, pending: _Pending, events_raw: list[dict[str, Any]] | None,
+                   memo: dict[str, Any]) -> SdkResponse | _Call:
+        call, key = pending.request, pending.key
+        try:
+            events = [event_lib.Event.from_wire(e) for e in (events_raw or [call.event])]
+            event = event_lib.Event.from_wire(call.event)
         except (ValueError, TypeError) as exc:
             return self._error(500, protocol.ErrorCode.BODY_INVALID, f"invalid call request: {exc}",
                                name="BodyInvalidError", key=key, no_retry=True)
-        step_id = req.query.get("stepId") or protocol.DISCOVERY_STEP_ID
         frame = _replay.CallFrame(
-            memo=call.steps,
-            target=None if step_id == protocol.DISCOVERY_STEP_ID else step_id,
+            memo=memo,
+            target=None if pending.step_id == protocol.DISCOVERY_STEP_ID else pending.step_id,
             disable_immediate_execution=call.ctx.disable_immediate_execution,
             attempt=call.ctx.attempt,
             max_attempts=call.ctx.max_attempts,
         )
         replay = _replay.Replay(frame)
         step: step_lib.Step | step_lib.StepSync = (
-            step_lib.Step(replay, self.client) if is_async else step_lib.StepSync(replay, self.client))
+            step_lib.Step(replay, self.client) if pending.is_async else step_lib.StepSync(replay, self.client))
         ctx = function_lib.Context(
             event=event, events=events, run_id=call.ctx.run_id, attempt=call.ctx.attempt, step=step,
             logger=_ReplayLogger(self.client.logger, replay),
         )
-        return _Call(handler, is_async, ctx, key)
+        return _Call(pending.handler, pending.is_async, ctx, key)
+
+    # `use_api`: the payload was too large to send, so fetch the events and the memo from the server (§2.8).
+
+    def _api_requests(self, pending: _Pending) -> tuple[str, str, dict[str, str]]:
+        base = urljoin(self.client.api_origin, f"/v0/runs/{pending.request.ctx.run_id}")
+        headers = _auth(self.client.headers(self.framework), self.client.signing_key)
+        return f"{base}/batch", f"{base}/actions", headers
+
+    def _from_api(self, pending: _Pending, batch: httpx.Response, actions: httpx.Response) -> SdkResponse | _Call:
+        for resp in (batch, actions):
+            if resp.status_code >= 400:
+                return self._error(500, protocol.ErrorCode.UNKNOWN,
+                                   f"cannot fetch the run's payload: {resp.request.url} replied {resp.status_code}",
+                                   key=pending.key)
+        try:
+            events, memo = orjson.loads(batch.content), orjson.loads(actions.content)
+        except orjson.JSONDecodeError as exc:
+            return self._error(500, protocol.ErrorCode.UNKNOWN, f"cannot read the run's payload: {exc}",
+                               key=pending.key)
+        if not isinstance(events, list) or not isinstance(memo, dict):
+            return self._error(500, protocol.ErrorCode.UNKNOWN,
+                               "the run's payload must be a list of events and an object of steps", key=pending.key)
+        return self._make_call(pending, events, memo)
+
+    async def _fetch_async(self, pending: _Pending) -> SdkResponse | _Call:
+        batch_url, actions_url, headers = self._api_requests(pending)
+        try:
+            async with self.client.http_async() as http:
+                batch, actions = await asyncio.gather(http.get(batch_url, headers=headers),
+                                                      http.get(actions_url, headers=headers))
+        except httpx.HTTPError as exc:
+            return self._error(500, protocol.ErrorCode.UNKNOWN, f"cannot fetch the run's payload: {exc}",
+                               key=pending.key)
+        return self._from_api(pending, batch, actions)
+
+    def _fetch_sync(self, pending: _Pending) -> SdkResponse | _Call:
+        batch_url, actions_url, headers = self._api_requests(pending)
+        try:
+            with self.client.http_sync() as http:
+                batch, actions = http.get(batch_url, headers=headers), http.get(actions_url, headers=headers)
+        except httpx.HTTPError as exc:
+            return self._error(500, protocol.ErrorCode.UNKNOWN, f"cannot fetch the run's payload: {exc}",
+                               key=pending.key)
+        return self._from_api(pending, batch, actions)
 
     async def _execute_async(self, call: _Call) -> _Outcome:
         try:

@@ -26,6 +26,9 @@ class FakeServer:
     registrations: list[httpx.Request] = field(default_factory=list)
     sent: list[tuple[httpx.Request, list[dict[str, Any]]]] = field(default_factory=list)
     event_status: int = 200
+    #: run id -> (events, memo) served at `/v0/runs/{id}/batch` and `/v0/runs/{id}/actions` (use_api)
+    payloads: dict[str, tuple[list[Any], dict[str, Any]]] = field(default_factory=dict)
+    payload_requests: list[httpx.Request] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -39,6 +42,11 @@ class FakeServer:
                 return httpx.Response(self.event_status, json={"ids": [], "status": self.event_status,
                                                                "error": "refused"})
             return httpx.Response(200, json={"ids": [f"evt-{next(self._ids)}" for _ in events], "status": 200})
+        parts = request.url.path.split("/")
+        if request.url.path.startswith("/v0/runs/") and len(parts) == 5 and parts[3] in self.payloads:
+            self.payload_requests.append(request)
+            events, memo = self.payloads[parts[3]]
+            return httpx.Response(200, json=events if parts[4] == "batch" else memo)
         return httpx.Response(404, json={"error": "not found"})
 
     def transport(self) -> httpx.MockTransport:

@@ -480,3 +480,18 @@ async def test_ctx_logger_is_silent_while_replaying(caplog: pytest.LogCaptureFix
         result = await drive(http, ServerLoop("shop-chatty", EVENT))
     assert result.body == "ok"
     assert [r.getMessage() for r in caplog.records if r.name == "ratchet"] == ["start", "after one", "end"]
+
+
+async def test_use_api_fetches_events_and_memo(http: httpx.AsyncClient, server: FakeServer) -> None:
+    server.payloads["01RUN"] = ([EVENT], {protocol.step_hash("charge"): {"data": {"charged": 99}}})
+    body = call_body(EVENT, {}) | {"use_api": True, "events": [], "steps": {}}
+    body["ctx"]["use_api"] = True
+    reply = reply_of(await http.post("/api/inngest?fnId=shop-multi&stepId=step", content=orjson.dumps(body)))
+    assert reply.status == 206
+    assert reply.body[0]["displayName"] == "ship" and reply.body[0]["data"] == "shipped-99"
+    assert {r.url.path for r in server.payload_requests} == {"/v0/runs/01RUN/batch", "/v0/runs/01RUN/actions"}
+
+    body["ctx"]["run_id"] = "unknown-run"  # the server answers 404: fail the call, retriably
+    reply = reply_of(await http.post("/api/inngest?fnId=shop-multi&stepId=step", content=orjson.dumps(body)))
+    assert reply.status == 500 and "404" in reply.body["message"]
+    assert "x-inngest-no-retry" not in reply.headers
