@@ -495,3 +495,25 @@ async def test_use_api_fetches_events_and_memo(http: httpx.AsyncClient, server: 
     reply = reply_of(await http.post("/api/inngest?fnId=shop-multi&stepId=step", content=orjson.dumps(body)))
     assert reply.status == 500 and "404" in reply.body["message"]
     assert "x-inngest-no-retry" not in reply.headers
+
+
+async def test_production_in_band_sync_and_trust_probe() -> None:
+    app = prod_app()
+    body = {"url": "https://public.example/api/inngest"}
+    headers = {"x-inngest-sync-kind": "in_band", "x-inngest-server-kind": "cloud"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app.test") as http:
+        unsigned = await http.put("/api/inngest", content=orjson.dumps(body), headers=headers)
+        assert unsigned.status_code == 401
+        sig = protocol.sign(protocol.canonical_json(body), SIGNING_KEY)
+        resp = await http.put("/api/inngest", content=orjson.dumps(body), headers=headers | {"x-inngest-signature": sig})
+        assert resp.status_code == 200 and resp.headers["x-inngest-sync-kind"] == "in_band"
+        assert protocol.verify_signature(resp.content, resp.headers["x-inngest-signature"], [SIGNING_KEY])
+        synced = resp.json()
+        assert synced["app_id"] == "shop" and synced["url"] == body["url"]
+        assert synced["functions"][0]["steps"]["step"]["runtime"]["url"] == (
+            "https://public.example/api/inngest?fnId=shop-hello&stepId=step")
+        assert synced["inspection"]["signing_key_hash"] == protocol.hashed_signing_key(SIGNING_KEY)
+
+        probe = await http.post("/api/inngest?probe=trust", headers={"x-inngest-signature": protocol.sign(b"", SIGNING_KEY)})
+        assert probe.status_code == 200 and probe.json() is None
+        assert protocol.verify_signature(probe.content, probe.headers["x-inngest-signature"], [SIGNING_KEY])
