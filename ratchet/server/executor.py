@@ -10,6 +10,7 @@ the executor runs it straight away: the hot path never waits for the scheduler.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -91,33 +92,36 @@ class Executor:
 
     async def run(self, item: base.QueueItem) -> None:
         """Run `item`, then any follow-up items that are due at once, until the run waits or ends."""
-        pending = [item]
+        pending: list[tuple[base.QueueItem, base.RunState | None]] = [(item, None)]
         while pending:
-            current = pending.pop()
+            current, state = pending.pop()
             try:
-                ready = await self._run_one(current)
+                ready, state = await self._run_one(current, state)
             except Exception:
                 # Never lose an item to a bug: it stays leased and comes back when the lease runs out.
                 log.exception("executor failed on queue item %s of run %s", current.id, current.run_id)
                 return
             if ready:
-                pending.append(ready[0])
+                pending.append((ready[0], state))
                 for extra in ready[1:]:
                     asyncio.get_running_loop().create_task(self.run(extra))
 
-    async def _run_one(self, item: base.QueueItem) -> tuple[base.QueueItem, ...]:
+    async def _run_one(self, item: base.QueueItem, state: base.RunState | None
+                       ) -> tuple[tuple[base.QueueItem, ...], base.RunState | None]:
+        """One call. `state` is the run as this node just wrote it (a follow-up item), else it is loaded."""
         store = self._store
         now = _now_ms()
-        state = await store.load_run_state(item.run_id, now)
+        if state is None:
+            state = await store.load_run_state(item.run_id, now)
         if state is None or state.run.status.is_terminal:
             await store.apply(item, self.owner, [], now, self._lease_ms)
-            return ()
+            return (), None
         if state.function is None:
             message = f"function {state.run.function_slug!r} no longer exists"
             await store.apply(item, self.owner, [base.FinishRun(protocol.RunStatus.FAILED,
                                                                 {"name": "FunctionNotFound", "message": message},
                                                                 error=message)], now, self._lease_ms)
-            return ()
+            return (), None
         if state.run.status == protocol.RunStatus.QUEUED:
             await store.mark_running(item.run_id, now)
         max_attempts = state.function.config.max_attempts(self._cfg.default_retries)
@@ -132,7 +136,9 @@ class Executor:
         applied = await store.apply(item, self.owner, commands, now, self._lease_ms)
         if applied.enqueued_future:
             self._notify()
-        return applied.ready
+        if not applied.accepted or not applied.ready:
+            return (), None
+        return applied.ready, _advance(state, commands, now)
 
     async def _post(self, url: str, body: bytes, run_id: str, item: base.QueueItem) -> steps.Reply | steps.NoReply:
         assert self._session is not None, "Executor.start() was not called"
@@ -156,3 +162,24 @@ class Executor:
             return steps.NoReply(f"the app did not answer within {self._cfg.call_timeout_s:g} s")
         except aiohttp.ClientError as exc:
             return steps.NoReply(f"could not reach the app at {url}: {exc}")
+
+
+def _advance(state: base.RunState, commands: list[base.Command], now: int) -> base.RunState:
+    """The run state after `commands` were applied, so a follow-up call needs no reload.
+
+    Mirrors what `Store.apply` and `Store.load_run_state` do with the same commands; a step already in
+    the memo keeps its first result, as in the store.
+    """
+    memo = dict(state.memo)
+    stack = list(state.run.stack)
+    force = state.run.force_step_plan
+    for cmd in commands:
+        if isinstance(cmd, base.SaveStep) and cmd.hash not in stack:
+            stack.append(cmd.hash)
+            if cmd.status != base.StepStatus.SLEEPING or (cmd.ended_at is not None and cmd.ended_at <= now):
+                memo[cmd.hash] = cmd.memo
+        elif isinstance(cmd, base.SetForceStepPlan):
+            force = cmd.value
+    run = dataclasses.replace(state.run, status=protocol.RunStatus.RUNNING, stack=tuple(stack),
+                              force_step_plan=force)
+    return dataclasses.replace(state, run=run, memo=memo)
