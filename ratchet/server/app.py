@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from ratchet.server import config as config_mod
 from ratchet.server import services as services_mod
+from ratchet.server import transport as transport_mod
 from ratchet.server.api import apps, events, gql, json_response, runs
 from ratchet.server.store import base
 
@@ -20,12 +21,13 @@ async def health(request: Request) -> Response:
     return json_response({"status": 200, "message": "OK"})
 
 
-def create_app(cfg: config_mod.ServerConfig, *, store: base.Store | None = None) -> Starlette:
+def create_app(cfg: config_mod.ServerConfig, *, store: base.Store | None = None,
+               transport: transport_mod.Transport | None = None) -> Starlette:
     """The server as an ASGI app. The engine starts with the app's lifespan."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        svc = await services_mod.Services.start(cfg, store=store)
+        svc = await services_mod.Services.start(cfg, store=store, transport=transport)
         app.state.services = svc
         svc.sync_in_background()
         try:

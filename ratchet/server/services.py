@@ -10,6 +10,7 @@ import uuid
 from ratchet.server import config as config_mod
 from ratchet.server import executor as executor_mod
 from ratchet.server import ingest, registry, scheduler, sync
+from ratchet.server import transport as transport_mod
 from ratchet.server.store import base, open_store
 
 log = logging.getLogger("ratchet.server")
@@ -24,10 +25,12 @@ class Services:
     scheduler: scheduler.Scheduler
     ingestor: ingest.Ingestor
     syncer: sync.Syncer
+    transport: transport_mod.Transport
     background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
 
     @classmethod
-    async def start(cls, cfg: config_mod.ServerConfig, *, store: base.Store | None = None) -> Services:
+    async def start(cls, cfg: config_mod.ServerConfig, *, store: base.Store | None = None,
+                    transport: transport_mod.Transport | None = None) -> Services:
         """Open the store, recover, start the queue loop and sync the configured apps in the background."""
         store = store or open_store(cfg.db_url)
         owner = f"node-{uuid.uuid4().hex[:12]}"
@@ -42,15 +45,16 @@ class Services:
         def notify() -> None:
             holder[0].notify()
 
-        executor = executor_mod.Executor(store, cfg, owner=owner, notify=notify)
-        await executor.start()
+        transport = transport or transport_mod.HttpTransport()
+        executor = executor_mod.Executor(store, cfg, transport, owner=owner, notify=notify)
         sched = scheduler.Scheduler(store, executor, max_in_flight=cfg.max_in_flight,
                                     lease_ms=int(cfg.lease_s * 1000))
         holder.append(sched)
         services = cls(
             cfg=cfg, store=store, functions=functions, executor=executor, scheduler=sched,
             ingestor=ingest.Ingestor(store, functions, notify, max_event_bytes=cfg.max_event_bytes),
-            syncer=sync.Syncer(store, functions, server_kind=cfg.kind),
+            syncer=sync.Syncer(store, functions, transport, server_kind=cfg.kind),
+            transport=transport,
         )
         sched.start()
         return services
@@ -69,5 +73,5 @@ class Services:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.scheduler.stop()
-        await self.executor.close()
+        await self.transport.close()
         await self.store.close()

@@ -15,13 +15,14 @@ import urllib.parse
 import uuid
 from typing import Any
 
-import aiohttp
 import croniter
 import orjson
 import pydantic
 
 from ratchet import protocol
 from ratchet.server import registry
+from ratchet.server import transport as transport_mod
+from ratchet.server.engine import steps
 from ratchet.server.store import base
 
 log = logging.getLogger("ratchet.sync")
@@ -113,8 +114,10 @@ def _check_function(fn: protocol.FunctionConfig, where: str) -> None:
 
 
 class Syncer:
-    def __init__(self, store: base.Store, functions: registry.Registry, *, server_kind: str) -> None:
+    def __init__(self, store: base.Store, functions: registry.Registry, transport: transport_mod.Transport, *,
+                 server_kind: str) -> None:
         self._store = store
+        self._transport = transport
         self._functions = functions
         self._server_kind = server_kind
         self._lock = asyncio.Lock()
@@ -143,16 +146,12 @@ class Syncer:
     async def sync_url(self, url: str) -> dict[str, Any]:
         """Ask the app at `url` to sync (a PUT); returns the app's reply. Raises SyncFailed."""
         headers = {"content-type": "application/json", protocol.Header.SERVER_KIND: self._server_kind}
-        body = orjson.dumps({"url": url})
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SYNC_TIMEOUT_S)) as session, \
-                    session.put(url, data=body, headers=headers) as resp:
-                text = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            error = f"could not reach the app at {url}: {exc or type(exc).__name__}"
+        result = await self._transport.request("PUT", url, orjson.dumps({"url": url}), headers, SYNC_TIMEOUT_S)
+        if isinstance(result, steps.NoReply):
+            error = f"could not sync the app at {url}: {result.reason}"
             await self._store.set_app_error(url, error)
-            raise SyncFailed(error) from None
+            raise SyncFailed(error)
+        status, text = result.status, result.body
         try:
             reply = orjson.loads(text)
         except orjson.JSONDecodeError:
