@@ -11,7 +11,7 @@ import inngest.fast_api
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import timings  # noqa: E402
+import timings
 
 client = inngest.Inngest(app_id="bench", is_production=False)
 

@@ -9,10 +9,10 @@ import fastapi
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import timings  # noqa: E402
+import timings
 
-import ratchet  # noqa: E402
-import ratchet.sdk.fastapi  # noqa: E402
+import ratchet
+import ratchet.sdk.fastapi
 
 client = ratchet.Client(app_id="bench", is_production=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 
@@ -18,4 +19,4 @@ def noop_step(run_id: str) -> None:
 def gaps_ms(run_id: str) -> list[float]:
     """Time from one step body's end to the next one's start (engine + HTTP overhead per step)."""
     spans = TIMES.get(run_id, [])
-    return [(b[0] - a[1]) / 1e6 for a, b in zip(spans, spans[1:], strict=False)]
+    return [(b[0] - a[1]) / 1e6 for a, b in itertools.pairwise(spans)]

@@ -95,9 +95,9 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     def serve(fns: list[ratchet.Function[Any]]) -> None:
         holder["asgi"] = ratchet.sdk.fastapi.asgi_app(client, fns)
 
-    async with server.router.lifespan_context(server):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=server), base_url=SERVER) as api:
-            yield Stack(server, api, client, transport, serve)
+    async with (server.router.lifespan_context(server),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=server), base_url=SERVER) as api):
+        yield Stack(server, api, client, transport, serve)
     await transport.close()
 
 
