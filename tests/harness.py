@@ -175,10 +175,18 @@ class ServerProcess(_Process):
             args += ["--retry-interval", str(self.retry_interval)]
         return args + self.extra_args
 
+    def launch(self) -> None:
+        """Start the process without waiting for it (see `wait_ready`)."""
+        self._spawn(self.args())
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until `/health` answers 200."""
+        self._wait_ready(lambda: httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200, timeout)
+
     def start(self, timeout: float = START_TIMEOUT_S) -> ServerProcess:
         """Start and wait for `/health`."""
-        self._spawn(self.args())
-        self._wait_ready(lambda: httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200, timeout)
+        self.launch()
+        self.wait_ready(timeout)
         return self
 
     def restart(self, timeout: float = START_TIMEOUT_S) -> ServerProcess:
@@ -212,13 +220,20 @@ class AppProcess(_Process):
         """The serve URL to sync (`-u`)."""
         return f"http://127.0.0.1:{self.port}{self.serve_path}"
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> AppProcess:
+    def launch(self) -> None:
+        """Start the process without waiting for it (see `wait_ready`)."""
         args = [sys.executable, "-m", "uvicorn", "--app-dir", str(self.app_file.parent), "--host", "127.0.0.1",
                 "--port", str(self.port), "--interface", self.interface, "--no-access-log",
                 f"{self.app_file.stem}:{self.attr}"]
         self._spawn(args, env=self.env)
-        # The SDK answers GET on the serve path (introspection) once the app is up.
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until the SDK answers GET on the serve path (introspection)."""
         self._wait_ready(lambda: httpx.get(self.url, timeout=1.0).status_code < 500, timeout)
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> AppProcess:
+        self.launch()
+        self.wait_ready(timeout)
         return self
 
 
@@ -287,10 +302,16 @@ def wait_runs_for_event(api: Api, event_id: str, count: int = 1, timeout: float 
     return [r["id"] for r in runs]
 
 
+def send_and_get_runs(api: Api, name: str, data: dict[str, Any] | None = None, *, count: int = 1,
+                      timeout: float = 10.0) -> list[str]:
+    """Send one event and return the ids of the `count` runs it starts (waiting until they exist)."""
+    (event_id,) = api.send({"name": name, "data": data or {}})
+    return wait_runs_for_event(api, event_id, count, timeout)
+
+
 def send_and_get_run(api: Api, name: str, data: dict[str, Any] | None = None, timeout: float = 10.0) -> str:
     """Send one event and return the id of the one run it starts."""
-    (event_id,) = api.send({"name": name, "data": data or {}})
-    (run_id,) = wait_runs_for_event(api, event_id, 1, timeout)
+    (run_id,) = send_and_get_runs(api, name, data, count=1, timeout=timeout)
     return run_id
 
 
@@ -321,19 +342,42 @@ class Stack:
                  db_name: str = "ratchet.db") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self._app_args = (app_file, interface, dict(env or {}))
+        self._server_args = (workdir / db_name, retry_interval)
+        self._build()
+
+    def _build(self) -> None:
+        app_file, interface, env = self._app_args
+        db_path, retry_interval = self._server_args
         server_port = free_port()
         server_url = f"http://127.0.0.1:{server_port}"
-        self.app = AppProcess(app_file, workdir / "app.log", env=sdk_env(server_url, **(env or {})),
+        self.app = AppProcess(app_file, self.workdir / "app.log", env=sdk_env(server_url, **env),
                               interface=interface)
-        self.server = ServerProcess(workdir / db_name, workdir / "server.log", port=server_port,
+        self.server = ServerProcess(db_path, self.workdir / "server.log", port=server_port,
                                     app_urls=[self.app.url], retry_interval=retry_interval)
         self.api = Api(server_url)
 
-    def start(self, slugs: Iterable[str] = ()) -> Stack:
-        """Start the app and the server, and wait until `slugs` are synced. Cleans up if that fails."""
+    def start(self, slugs: Iterable[str] = (), *, attempts: int = 3) -> Self:
+        """Start the app and the server side by side, and wait until `slugs` are synced.
+
+        A port taken between `free_port()` and the bind is retried on fresh ports. Cleans up on failure.
+        """
+        for attempt in range(attempts):
+            try:
+                self.app.launch()
+                self.server.launch()
+                self.app.wait_ready()
+                self.server.wait_ready()
+                break
+            except _Exited as exc:
+                self.close()
+                if "address already in use" not in str(exc).lower() or attempt == attempts - 1:
+                    raise
+                self._build()
+            except BaseException:
+                self.close()
+                raise
         try:
-            self.app.start()
-            self.server.start()
             wait_synced(self.api, slugs)
         except BaseException:
             self.close()

@@ -28,14 +28,29 @@ class CompatEnv:
         return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@pytest.fixture(scope="module", params=sorted(FRAMEWORKS))
-def compat(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatEnv]:
-    """One server plus one official-SDK app (FastAPI async, or Flask sync) shared by a module's cases."""
-    app_file, interface, app_id = FRAMEWORKS[request.param]
-    work = tmp_path_factory.mktemp(f"compat-{request.param}")
+def _start(framework: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatEnv]:
+    app_file, interface, app_id = FRAMEWORKS[framework]
+    work = tmp_path_factory.mktemp(f"compat-{framework}")
     count_dir = work / "counts"
     count_dir.mkdir()
-    stack = harness.Stack(work, app_file, interface=interface, env={"COMPAT_DIR": str(count_dir)})
-    with stack:
+    with harness.Stack(work, app_file, interface=interface, env={"COMPAT_DIR": str(count_dir)}) as stack:
         stack.start([f"{app_id}-{fn}" for fn in FUNCTIONS])
         yield CompatEnv(stack, count_dir)
+
+
+# One stack per framework per xdist worker, kept for the session: a parametrized module fixture would be
+# torn down and rebuilt each time a worker's tests switch framework.
+@pytest.fixture(scope="session")
+def compat_fastapi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatEnv]:
+    yield from _start("fastapi", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def compat_flask(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatEnv]:
+    yield from _start("flask", tmp_path_factory)
+
+
+@pytest.fixture(params=sorted(FRAMEWORKS))
+def compat(request: pytest.FixtureRequest) -> CompatEnv:
+    """A server plus an official-SDK app (FastAPI async, or Flask sync); cases use distinct events."""
+    return request.getfixturevalue(f"compat_{request.param}")
