@@ -10,10 +10,24 @@ import time
 from ulid import ULID
 
 
+_last: tuple[int, int] = (0, 0)
+
+
 def new_ulid(ms: int | None = None) -> str:
-    """A fresh ULID string (time-ordered, 26 characters)."""
+    """A fresh ULID string (26 characters), monotonic within this process.
+
+    Ids made in the same millisecond count up from the first one's random part, so sorting by id keeps
+    creation order (list pages rely on it).
+    """
+    global _last
     t = time.time_ns() // 1_000_000 if ms is None else ms
-    return str(ULID.from_bytes(t.to_bytes(6, "big") + os.urandom(10)))
+    last_ms, last_rand = _last
+    if t <= last_ms and last_rand < 2**80 - 1:
+        t, rand = last_ms, last_rand + 1
+    else:
+        rand = int.from_bytes(os.urandom(10), "big") >> 1  # leave headroom to count up
+    _last = (t, rand)
+    return str(ULID.from_bytes(t.to_bytes(6, "big") + rand.to_bytes(10, "big")))
 
 
 def parse_seed(header: str) -> tuple[int, bytes] | None:

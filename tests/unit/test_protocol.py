@@ -113,3 +113,8 @@ def test_max_attempts_comes_from_step_retries() -> None:
     assert bare.max_attempts() == 5  # default 4 retries
     top = protocol.FunctionConfig.model_validate({"id": "a-f", "retries": 50, "steps": {}})
     assert top.max_attempts() == 21  # capped at 20 retries
+
+
+def test_new_ulids_sort_in_creation_order_even_within_a_millisecond() -> None:
+    made = [ids.new_ulid(1_700_000_000_000) for _ in range(1000)]
+    assert made == sorted(made) and len(set(made)) == 1000
