@@ -8,7 +8,7 @@ import pytest
 from tests import harness
 
 APPS = Path(__file__).parent / "apps"
-FUNCTIONS = ("two-steps", "sleep", "flaky-step", "non-retriable", "fn-error", "retry-after")
+FUNCTIONS = ("two-steps", "sleep", "flaky-step", "non-retriable", "fn-error", "retry-after", "step-exhausted")
 #: framework -> (app file, uvicorn interface, app id)
 FRAMEWORKS = {
     "fastapi": (APPS / "fastapi_app.py", "auto", "compat-fastapi"),

@@ -73,3 +73,14 @@ def test_retry_after_error_waits_then_succeeds(compat) -> None:
     assert compat.count(run_id, "body") == 2
     # retry-after asks for 1 s, far longer than the server's --retry-interval of 0.2 s.
     assert run["ended_at"] - run["started_at"] >= 900, run
+
+
+def test_step_error_after_last_attempt_reaches_user_code(compat) -> None:
+    run_id = send_and_get_run(compat.api, "compat/step-exhausted")
+    run = wait_run(compat.api, run_id, "COMPLETED")
+    assert run["output"] == {"caught": "ValueError", "message": "nope"}
+    (step,) = run["steps"]
+    assert step["id"] == "always" and step["status"] == "failed", step
+    assert step["attempts"] == 2, step
+    assert step["error"]["name"] == "ValueError" and step["error"]["message"] == "nope", step
+    assert compat.count(run_id, "always") == 2

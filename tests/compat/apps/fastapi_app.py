@@ -84,5 +84,20 @@ async def retry_after(ctx: inngest.Context) -> str:
     return "done"
 
 
+@client.create_function(fn_id="step-exhausted", retries=1,
+                        trigger=inngest.TriggerEvent(event="compat/step-exhausted"))
+async def step_exhausted(ctx: inngest.Context) -> dict:
+    async def always() -> None:
+        mark(ctx.run_id, "always")
+        raise ValueError("nope")
+
+    try:
+        await ctx.step.run("always", always)
+    except inngest.StepError as exc:
+        return {"caught": exc.name, "message": exc.message}
+    return {"caught": None}
+
+
 app = fastapi.FastAPI()
-inngest.fast_api.serve(app, client, [two_steps, sleeper, flaky_step, non_retriable, fn_error, retry_after])
+inngest.fast_api.serve(app, client, [two_steps, sleeper, flaky_step, non_retriable, fn_error, retry_after,
+                                         step_exhausted])

@@ -69,5 +69,20 @@ def retry_after(ctx: inngest.ContextSync) -> str:
     return "done"
 
 
+@client.create_function(fn_id="step-exhausted", retries=1,
+                        trigger=inngest.TriggerEvent(event="compat/step-exhausted"))
+def step_exhausted(ctx: inngest.ContextSync) -> dict:
+    def always() -> None:
+        mark(ctx.run_id, "always")
+        raise ValueError("nope")
+
+    try:
+        ctx.step.run("always", always)
+    except inngest.StepError as exc:
+        return {"caught": exc.name, "message": exc.message}
+    return {"caught": None}
+
+
 app = flask.Flask(__name__)
-inngest.flask.serve(app, client, [two_steps, sleeper, flaky_step, non_retriable, fn_error, retry_after])
+inngest.flask.serve(app, client, [two_steps, sleeper, flaky_step, non_retriable, fn_error, retry_after,
+                                     step_exhausted])
