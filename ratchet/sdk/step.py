@@ -124,7 +124,7 @@ class Step(_StepBase):
         step_id: str,
         *,
         event: str,
-        timeout: timedelta | int,  # noqa: ASYNC109 - a durable timeout, not an asyncio one
+        timeout: timedelta | int,
         if_exp: str | None = None,
     ) -> event_lib.Event | None:
         """Pause until an event named `event` (matching `if_exp`) arrives; None after `timeout`.
@@ -146,7 +146,7 @@ class Step(_StepBase):
         function_id: str | None = None,
         app_id: str | None = None,
         data: dict[str, Any] | None = None,
-        timeout: timedelta | int | None = None,  # noqa: ASYNC109 - a durable timeout, not an asyncio one
+        timeout: timedelta | int | None = None,
     ) -> Any:
         """Run another function as a child and return its result.
 

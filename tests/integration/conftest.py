@@ -33,7 +33,7 @@ from ratchet.server.store import base
 DEAD_URL = "http://127.0.0.1:9/api/inngest"
 
 
-async def wait_until(predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 5.0, *,  # noqa: ASYNC109
+async def wait_until(predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 5.0, *,
                      interval: float = 0.01, message: str = "condition") -> Any:
     """Poll `predicate` (sync or async) until it returns something truthy, and return that.
 

@@ -77,7 +77,7 @@ async def event_runs(request: Request) -> Response:
     return json_response({"data": [run_json(r) for r in await store.runs_for_event(event_id)]})
 
 
-def _status(request: Request) -> str | None | Response:
+def _status(request: Request) -> str | Response | None:
     status = request.query_params.get("status")
     if status is None:
         return None
