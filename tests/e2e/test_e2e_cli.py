@@ -36,3 +36,19 @@ def test_sync_against_a_server_that_is_down() -> None:
     result = ratchet("sync", "http://127.0.0.1:9/api/inngest", "--server", server, timeout=20)
     assert result.returncode != 0, (result.stdout, result.stderr)
     assert "could not reach the server" in result.stderr and server in result.stderr, result.stderr
+
+
+def test_sync_against_a_live_server(e2e) -> None:
+    app_url = e2e.stack.app.url
+    ok = ratchet("sync", app_url, "--server", e2e.server.url, timeout=30)
+    assert ok.returncode == 0, (ok.stdout, ok.stderr)
+    assert f"synced {app_url}" in ok.stdout
+
+    everything = ratchet("sync", "--server", e2e.server.url, timeout=30)
+    assert everything.returncode == 0, (everything.stdout, everything.stderr)
+    assert f"synced {app_url}" in everything.stdout
+
+    dead_app = f"http://127.0.0.1:{free_port()}/api/inngest"
+    bad = ratchet("sync", dead_app, "--server", e2e.server.url, timeout=60)
+    assert bad.returncode == 1, (bad.stdout, bad.stderr)
+    assert f"failed {dead_app}" in bad.stderr, bad.stderr
