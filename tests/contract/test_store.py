@@ -95,7 +95,7 @@ async def test_list_events_newest_first_with_paging(store: base.Store) -> None:
     await store.ingest([event(f"ev{i}") for i in range(5)], [], NOW)
     page = await store.list_events(name="e/x", limit=2)
     assert [e.internal_id for e in page] == ["ev4", "ev3"]
-    page2 = await store.list_events(name="e/x", limit=2, before="ev3")
+    page2 = await store.list_events(name="e/x", limit=2, before=page[-1].seq)
     assert [e.internal_id for e in page2] == ["ev2", "ev1"]
     assert await store.list_events(name="other", limit=10) == []
 

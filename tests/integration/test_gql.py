@@ -180,7 +180,9 @@ async def test_event_fields_and_event_listing(api: httpx.AsyncClient, seed: Seed
     assert json.loads(older["payload"]) == {"name": "shop/a", "data": {"x": 1}, "id": "user-id",
                                             "ts": 1_700_000_000_000}
     assert older["totalRuns"] == 0
-    page = await gql(api, "query($after: String) { events(first: 1, after: $after) { id } }", after=c.internal_id)
+    top = await gql(api, "{ events(first: 1) { id cursor } }")
+    page = await gql(api, "query($after: String) { events(first: 1, after: $after) { id } }",
+                     after=top["events"][0]["cursor"])
     assert page["events"] == [{"id": b.internal_id}]
 
 

@@ -69,6 +69,8 @@ type PageInfo { hasNextPage: Boolean!  endCursor: String }
 
 type Event {
   id: ID!  externalID: String  name: String!  payload: String!  createdAt: Time!  receivedAt: Time!
+  "Pass as `after` to `events` for the next page."
+  cursor: String!
   functionRuns: [FunctionRun!]!  totalRuns: Int!
 }
 type Function {
@@ -197,7 +199,10 @@ async def _event(_: None, info: graphql.GraphQLResolveInfo, query: dict[str, Any
 @resolves("Query.events")
 async def _events(_: None, info: graphql.GraphQLResolveInfo, first: int, after: str | None = None,
                   name: str | None = None) -> list[base.EventRecord]:
-    return await _svc(info).store.list_events(name=name, limit=_page_size(first), before=after)
+    if after is not None and not after.isdigit():
+        raise graphql.GraphQLError(f"after: must be the cursor of an event from the previous page, got {after!r}")
+    return await _svc(info).store.list_events(name=name, limit=_page_size(first),
+                                              before=None if after is None else int(after))
 
 
 @resolves("Query.functions")
@@ -324,6 +329,7 @@ _GETTERS: dict[str, Callable[[Any], Any]] = {
     "Event.payload": lambda e: _json(e.wire()),
     "Event.createdAt": lambda e: e.ts,
     "Event.receivedAt": lambda e: e.received_at,
+    "Event.cursor": lambda e: str(e.seq),
     "Function.id": lambda f: f.slug,
     "Function.appID": lambda f: f.app_id,
     "Function.config": lambda f: f.config.model_dump_json(by_alias=True, exclude_none=True),

@@ -27,7 +27,7 @@ def _limit(request: Request) -> int | Response:
 
 def event_json(ev: base.EventRecord) -> dict[str, Any]:
     return {"internal_id": ev.internal_id, "id": ev.id, "name": ev.name, "data": ev.data, "ts": ev.ts,
-            "received_at": ev.received_at, "v": ev.v, "user": ev.user}
+            "received_at": ev.received_at, "v": ev.v, "user": ev.user, "cursor": str(ev.seq)}
 
 
 def run_json(run: base.RunRecord) -> dict[str, Any]:
@@ -56,8 +56,11 @@ async def list_events(request: Request) -> Response:
     limit = _limit(request)
     if isinstance(limit, Response):
         return limit
+    raw_before = request.query_params.get("before")
+    if raw_before is not None and not raw_before.isdigit():
+        return error(400, f"before: must be the `cursor` of an event from the previous page, got {raw_before!r}")
     events = await services(request).store.list_events(
-        name=request.query_params.get("name"), limit=limit, before=request.query_params.get("before"))
+        name=request.query_params.get("name"), limit=limit, before=None if raw_before is None else int(raw_before))
     return json_response({"data": [event_json(e) for e in events]})
 
 

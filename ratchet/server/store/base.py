@@ -63,6 +63,8 @@ class EventRecord:
     received_at: int
     v: str | None = None
     user: dict[str, Any] | None = None
+    #: arrival order, unique per stored row; the paging cursor of event lists (0 before storing)
+    seq: int = dataclasses.field(default=0, compare=False)
 
     def wire(self) -> dict[str, Any]:
         """The event as the call request's `event` object."""
@@ -217,7 +219,9 @@ class Store(Protocol):
         ...
 
     async def get_event(self, internal_id: str) -> EventRecord | None: ...
-    async def list_events(self, *, name: str | None, limit: int, before: str | None = None) -> list[EventRecord]: ...
+    async def list_events(self, *, name: str | None, limit: int, before: int | None = None) -> list[EventRecord]:
+        """Events newest first; `before` is the `seq` of the last event of the previous page."""
+        ...
     async def runs_for_event(self, internal_id: str) -> list[RunRecord]: ...
     async def get_run(self, run_id: str) -> RunRecord | None: ...
     async def list_runs(self, *, function_slug: str | None = None, status: str | None = None,

@@ -38,7 +38,7 @@ _PRAGMAS = (
 
 _RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_at, ended_at, output, "
              "stack, force_step_plan, error")
-_EVENT_COLS = "internal_id, id, name, data, ts, received_at, v, user"
+_EVENT_COLS = "internal_id, id, name, data, ts, received_at, v, user, seq"
 _STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts"
 _QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until"
 
@@ -66,7 +66,7 @@ def _run(row: tuple[Any, ...]) -> base.RunRecord:
 
 def _event(row: tuple[Any, ...]) -> base.EventRecord:
     return base.EventRecord(internal_id=row[0], id=row[1], name=row[2], data=orjson.loads(row[3]),
-                            ts=row[4], received_at=row[5], v=row[6], user=_loads(row[7]))
+                            ts=row[4], received_at=row[5], v=row[6], user=_loads(row[7]), seq=row[8])
 
 
 def _step(row: tuple[Any, ...]) -> base.StepRecord:
@@ -182,7 +182,8 @@ class SqliteStore:
         created: list[str] = []
         with self._write():
             db.executemany(
-                f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (internal_id, id, name, data, ts, received_at, v, user) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.internal_id, e.id, e.name, _dumps(e.data), e.ts, e.received_at, e.v,
                   None if e.user is None else _dumps(e.user)) for e in events],
             )
@@ -217,14 +218,14 @@ class SqliteStore:
                                (internal_id,)).fetchone()
         return _event(row) if row else None
 
-    async def list_events(self, *, name: str | None, limit: int, before: str | None = None
+    async def list_events(self, *, name: str | None, limit: int, before: int | None = None
                           ) -> list[base.EventRecord]:
         where, args = [], []
         if name is not None:
             where.append("name = ?")
             args.append(name)
         if before is not None:
-            where.append("seq < (SELECT min(seq) FROM events WHERE internal_id = ?)")
+            where.append("seq < ?")
             args.append(before)
         sql = f"SELECT {_EVENT_COLS} FROM events"
         if where:
