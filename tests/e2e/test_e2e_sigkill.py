@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from collections import Counter
 
 import pytest
@@ -80,3 +82,20 @@ def test_kill9_after_events_accepted_loses_no_run(e2e) -> None:
         assert run["output"] == n * 2, run
         _assert_steps_once(run, ["double"])
     assert len(e2e.api.runs(function_id="e2e-many", limit=1000)) == 50
+
+
+def test_sigterm_during_step_stops_promptly_and_the_run_resumes(e2e) -> None:
+    run_id = send_and_get_run(e2e.api, "e2e/block")
+    wait_until((e2e.marks / f"{run_id}.slow-started-1").exists, 10, "the slow step to start")
+
+    t0 = time.monotonic()
+    e2e.server.proc.send_signal(signal.SIGTERM)  # graceful: must not wait for the app's in-flight call
+    e2e.server.proc.wait(timeout=10)
+    assert time.monotonic() - t0 < 3, "graceful shutdown waited on an in-flight call"
+
+    e2e.server.start()
+    (e2e.marks / "release").touch()
+    run = wait_run(e2e.api, run_id, "COMPLETED", timeout=20)
+    _assert_steps_once(run, ["first", "slow", "last"])
+    assert e2e.count(run_id, "first") == 1
+    assert e2e.count(run_id, "last") == 1
