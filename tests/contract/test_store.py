@@ -217,11 +217,20 @@ async def test_apply_on_a_finished_run_drops_the_item(store: base.Store) -> None
     assert await store.claim_due(NOW, 10, OWNER, LEASE) == []
 
 
+async def test_claiming_a_queued_run_marks_it_running(store: base.Store) -> None:
+    await store.ingest([event()], [new_run("run1")], NOW)
+    assert (run := await store.get_run("run1")) is not None and run.status == protocol.RunStatus.QUEUED
+    await store.claim_due(NOW + 7, 10, OWNER, LEASE)
+    run = await store.get_run("run1")
+    assert run is not None and run.status == protocol.RunStatus.RUNNING and run.started_at == NOW + 7
+
+
 async def test_mark_running_only_moves_queued_runs(store: base.Store) -> None:
-    item = await started(store)
+    await store.ingest([event()], [new_run("run1")], NOW)
     await store.mark_running("run1", NOW + 1)
     run = await store.get_run("run1")
     assert run is not None and run.status == protocol.RunStatus.RUNNING and run.started_at == NOW + 1
+    item = (await store.claim_due(NOW + 2, 10, OWNER, LEASE))[0]
     await store.apply(item, OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW + 2, LEASE)
     await store.mark_running("run1", NOW + 3)
     run = await store.get_run("run1")

@@ -87,6 +87,7 @@ class Seeder:
         self.svc = svc
         self.store = svc.store
         self._counter = itertools.count(1)
+        self._far = protocol.now_ms() + self.FAR_MS  # fixed, so each later seeded run is due strictly earlier
 
     async def app(self, name: str = "shop", functions: dict[str, str] | None = None, *,
                   url: str = DEAD_URL) -> base.AppRecord:
@@ -129,7 +130,7 @@ class Seeder:
         ev = event or await self.event()
         now = protocol.now_ms()
         run_id = ids.new_ulid(now)
-        due_at = now + self.FAR_MS - next(self._counter)
+        due_at = self._far - next(self._counter)
         app_id = fn.app_id if (fn := await self.store.get_function(function_slug)) else "no-app"
         new = base.NewRun(id=run_id, function_slug=function_slug, app_id=app_id, event_ids=(ev.internal_id,),
                           idempotency_key=None, due_at=due_at)
@@ -145,11 +146,12 @@ class Seeder:
         if finish is not None:
             commands.append(base.FinishRun(finish, output, error))
         owner = f"seeder-{run_id}"
-        claimed = await self.store.claim_due(due_at, 1000, owner, 60_000)
-        item = next(i for i in claimed if i.run_id == run_id)
+        # This run's item is due before every other seeded item, so claiming one item at its due time
+        # takes exactly it (claiming marks a run RUNNING, so touching others would change them).
+        (item,) = await self.store.claim_due(due_at, 1, owner, 60_000)
+        assert item.run_id == run_id
         applied = await self.store.apply(item, owner, commands, now, 60_000)
         assert applied.accepted
-        await self.store.release_leases(owner)  # anything else we claimed goes back to the queue
         return await self._get(run_id)
 
     async def _get(self, run_id: str) -> base.RunRecord:

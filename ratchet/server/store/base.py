@@ -234,7 +234,10 @@ class Store(Protocol):
 
     # -- the queue
     async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int) -> list[QueueItem]:
-        """Lease up to `limit` items due at `now` that nobody holds (or whose lease ran out)."""
+        """Lease up to `limit` items due at `now` that nobody holds (or whose lease ran out).
+
+        Runs of the claimed items that were QUEUED become RUNNING, started at `now`.
+        """
         ...
 
     async def next_due_at(self) -> int | None:
