@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ratchet import protocol
@@ -108,12 +109,43 @@ class StepRecord:
 @dataclasses.dataclass(frozen=True, slots=True)
 class QueueItem:
     id: int
-    run_id: str
+    run_id: str  #: the run; for a cron tick `cron:<function slug>`
     target: str  #: `step` for discovery, or the hash of the step to run
     attempt: int
     due_at: int
     lease_owner: str | None = None
     lease_until: int | None = None
+    kind: str = "call"  #: one of ItemKind
+    payload: Any = None
+
+
+class ItemKind(enum.StrEnum):
+    CALL = "call"  #: call the app (discovery or a targeted step)
+    TIMEOUT = "timeout"  #: a pause expires (payload: pause id)
+    EMIT = "emit"  #: internal events to ingest (payload: list of events): the outbox
+    CRON = "cron"  #: a schedule's tick (payload: function slug and cron spec)
+    RUN_TIMEOUT = "run_timeout"  #: `timeouts.start`/`finish` (payload: which)
+
+
+class PauseKind(enum.StrEnum):
+    WAIT = "wait"  #: `step.wait_for_event`
+    INVOKE = "invoke"  #: `step.invoke`, resolved by the child's `inngest/function.finished`
+    CANCEL = "cancel"  #: a function's `cancel` config: a matching event cancels the run
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PauseRecord:
+    id: str
+    run_id: str
+    kind: PauseKind
+    event_name: str
+    expression: str | None  #: residual `if` with only `async` left, or None (any event of the name)
+    created_at: int
+    expires_at: int | None
+    step_hash: str | None = None
+    step_name: str | None = None
+    index_path: str | None = None
+    index_value: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,7 +163,7 @@ class RunState:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewRun:
-    """A run to create together with its first (discovery) queue item."""
+    """A run to create together with its first (discovery) queue item, its cancel-on pauses and timers."""
 
     id: str
     function_slug: str
@@ -139,6 +171,19 @@ class NewRun:
     event_ids: tuple[str, ...]
     idempotency_key: str | None
     due_at: int
+    pauses: tuple[PauseRecord, ...] = ()
+    timers: tuple[NewItem, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewItem:
+    """A queue item that is not the run's first call: timers, cron ticks, the outbox."""
+
+    kind: str
+    run_id: str
+    due_at: int
+    payload: Any = None
+    target: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -155,9 +200,40 @@ class SaveStep:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Enqueue:
+    """Queue a call. `target` `step` (discovery) is never queued twice for a run.
+
+    `when_idle`: only if the run has no other calls or pauses in progress (parallel steps in the default
+    WAIT mode); queuing it then also ends the run's parallel mode (`force_step_plan` back to false).
+    Targeted calls are not queued twice either (a race-mode discovery re-plans steps in flight).
+    """
+
     target: str
     due_at: int
     attempt: int = 0
+    when_idle: bool = False
+    race: bool = False  #: the planned step belongs to a race-mode group
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CreatePause:
+    """Pause the run until an event (or the expiry, which queues a TIMEOUT item)."""
+
+    pause: PauseRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsumePause:
+    """Delete the pause; when it is already gone (another event or its timeout won), the commands after
+    this one are skipped."""
+
+    pause_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Emit:
+    """Internal events (e.g. `inngest/function.finished`) to ingest after this commit (the outbox)."""
+
+    events: tuple[dict[str, Any], ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -180,7 +256,16 @@ class SetForceStepPlan:
     value: bool
 
 
-Command = SaveStep | Enqueue | RetryItem | FinishRun | SetForceStepPlan
+Command = SaveStep | Enqueue | RetryItem | FinishRun | SetForceStepPlan | CreatePause | Emit | ConsumePause
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resume:
+    """Commands an incoming event applies to a run (resolving a pause starts with `ConsumePause`, so the
+    first event wins); nothing is applied to a run that has ended."""
+
+    run_id: str
+    commands: tuple[Command, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,9 +283,11 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     # -- apps and functions
-    async def sync_app(self, app: AppRecord, functions: list[FunctionRecord]) -> tuple[AppRecord, bool]:
+    async def sync_app(self, app: AppRecord, functions: list[FunctionRecord], crons: Sequence[NewItem] = ()
+                       ) -> tuple[AppRecord, bool]:
         """Upsert the app by name with exactly these functions (others of the app are archived).
 
+        When anything changed, the app's cron ticks are replaced by `crons` (one CRON item per schedule).
         Returns the stored app and whether anything changed (False when the checksum is the same).
         """
         ...
@@ -211,8 +298,11 @@ class Store(Protocol):
     async def get_function(self, slug: str) -> FunctionRecord | None: ...
 
     # -- events and runs
-    async def ingest(self, events: list[EventRecord], runs: list[NewRun], now: int) -> list[str]:
-        """Store the events and start the runs (skipping runs whose idempotency key is taken).
+    async def ingest(self, events: list[EventRecord], runs: list[NewRun], now: int, *,
+                     resumes: Sequence[Resume] = (), items: Sequence[NewItem] = (),
+                     done: tuple[QueueItem, str] | None = None) -> list[str]:
+        """Store the events, start the runs (skipping runs whose idempotency key is taken), apply the
+        resumes, queue `items`, and delete `done` (an item held by its owner) if given, all at once.
 
         Returns the ids of the runs created.
         """
@@ -251,6 +341,22 @@ class Store(Protocol):
         Items enqueued due at or before `now` come back leased to `owner` so the caller can run them
         at once without a round through the scheduler.
         """
+        ...
+
+    async def pause_index_paths(self, event_name: str) -> list[str]:
+        """The distinct `index_path`s of the pauses waiting for `event_name`."""
+        ...
+
+    async def find_pauses(self, event_name: str, keys: list[tuple[str, str]]) -> list[PauseRecord]:
+        """Pauses for `event_name` that are not indexed, or whose (index_path, index_value) is in `keys`."""
+        ...
+
+    async def get_pause(self, pause_id: str) -> PauseRecord | None: ...
+    async def pauses_for_run(self, run_id: str) -> list[PauseRecord]: ...
+
+    async def cancel_runs(self, run_ids: Sequence[str], reason: str, now: int, emits: Mapping[str, Emit]) -> list[str]:
+        """Cancel the runs that have not ended: status CANCELLED, their items and pauses removed, and
+        `emits[run_id]` queued for each run cancelled. Returns the ids cancelled."""
         ...
 
     async def release_leases(self, owner: str | None = None) -> int:

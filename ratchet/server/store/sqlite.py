@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ _RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_
              "stack, force_step_plan, error")
 _EVENT_COLS = "internal_id, id, name, data, ts, received_at, v, user, seq"
 _STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts"
-_QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until"
+_QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until, kind, payload"
+_PAUSE_COLS = ("id, run_id, kind, step_hash, step_name, event_name, expression, index_path, index_value, "
+               "created_at, expires_at")
 
 
 #: How long a run idempotency key is kept (24 h).
@@ -77,7 +80,13 @@ def _step(row: tuple[Any, ...]) -> base.StepRecord:
 
 def _item(row: tuple[Any, ...]) -> base.QueueItem:
     return base.QueueItem(id=row[0], run_id=row[1], target=row[2], attempt=row[3], due_at=row[4],
-                          lease_owner=row[5], lease_until=row[6])
+                          lease_owner=row[5], lease_until=row[6], kind=row[7], payload=_loads(row[8]))
+
+
+def _pause(row: tuple[Any, ...]) -> base.PauseRecord:
+    return base.PauseRecord(id=row[0], run_id=row[1], kind=base.PauseKind(row[2]), step_hash=row[3],
+                            step_name=row[4], event_name=row[5], expression=row[6], index_path=row[7],
+                            index_value=row[8], created_at=row[9], expires_at=row[10])
 
 
 def _function(row: tuple[Any, ...]) -> base.FunctionRecord:
@@ -115,8 +124,8 @@ class SqliteStore:
 
     # ------------------------------------------------------------------------------ apps and functions
 
-    async def sync_app(self, app: base.AppRecord, functions: list[base.FunctionRecord]
-                       ) -> tuple[base.AppRecord, bool]:
+    async def sync_app(self, app: base.AppRecord, functions: list[base.FunctionRecord],
+                       crons: Sequence[base.NewItem] = ()) -> tuple[base.AppRecord, bool]:
         db = self._db
         with self._write():
             row = db.execute("SELECT id, checksum FROM apps WHERE name = ?", (app.name,)).fetchone()
@@ -141,6 +150,10 @@ class SqliteStore:
                         (fn.slug, app_id, fn.name, fn.config.model_dump_json(by_alias=True, exclude_none=True),
                          fn.url, app.synced_at),
                     )
+                # The app's schedules are exactly `crons` now; a changed schedule replaces its tick.
+                db.execute("DELETE FROM queue WHERE kind = 'cron' AND run_id IN "
+                           "(SELECT 'cron:' || slug FROM functions WHERE app_id = ?)", (app_id,))
+                self._insert_items_txn(crons)
         await self._group.committed()
         stored = await self._get_app(app.name)
         assert stored is not None
@@ -177,10 +190,17 @@ class SqliteStore:
 
     # ------------------------------------------------------------------------------ events and runs
 
-    async def ingest(self, events: list[base.EventRecord], runs: list[base.NewRun], now: int) -> list[str]:
+    async def ingest(self, events: list[base.EventRecord], runs: list[base.NewRun], now: int, *,
+                     resumes: Sequence[base.Resume] = (), items: Sequence[base.NewItem] = (),
+                     done: tuple[base.QueueItem, str] | None = None) -> list[str]:
         db = self._db
         created: list[str] = []
         with self._write():
+            if done is not None:
+                item, owner = done
+                cur = db.execute("DELETE FROM queue WHERE id = ? AND lease_owner = ?", (item.id, owner))
+                if cur.rowcount == 0:
+                    return []  # no longer ours: whoever holds it now does this work
             db.executemany(
                 "INSERT INTO events (internal_id, id, name, data, ts, received_at, v, user) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -198,6 +218,9 @@ class SqliteStore:
                         continue
                 self._create_run_txn(run, now)
                 created.append(run.id)
+            for resume in resumes:
+                self._apply_run_txn(resume.run_id, resume.commands, now, owner=None, lease_ms=0, item_id=None)
+            self._insert_items_txn(items)
         await self._group.committed()
         return created
 
@@ -212,6 +235,24 @@ class SqliteStore:
                        [(eid, run.id) for eid in run.event_ids])
         db.execute("INSERT INTO queue (run_id, target, attempt, due_at) VALUES (?, ?, 0, ?)",
                    (run.id, protocol.DISCOVERY_STEP_ID, run.due_at))
+        for pause in run.pauses:
+            self._insert_pause_txn(pause)
+        self._insert_items_txn(run.timers)
+
+    def _insert_items_txn(self, items: Iterable[base.NewItem]) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO queue (run_id, target, attempt, due_at, kind, payload) VALUES (?, ?, 0, ?, ?, ?)",
+            [(i.run_id, i.target, i.due_at, i.kind, None if i.payload is None else _dumps(i.payload))
+             for i in items])
+
+    def _insert_pause_txn(self, p: base.PauseRecord) -> None:
+        self._db.execute(
+            f"INSERT INTO pauses ({_PAUSE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (p.id, p.run_id, p.kind.value, p.step_hash, p.step_name, p.event_name, p.expression, p.index_path,
+             p.index_value, p.created_at, p.expires_at))
+        if p.expires_at is not None:
+            self._db.execute("INSERT INTO queue (run_id, target, attempt, due_at, kind, payload) "
+                             "VALUES (?, '', 0, ?, 'timeout', ?)", (p.run_id, p.expires_at, _dumps(p.id)))
 
     async def get_event(self, internal_id: str) -> base.EventRecord | None:
         row = self._db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE internal_id = ? ORDER BY seq LIMIT 1",
@@ -333,11 +374,10 @@ class SqliteStore:
             # A claimed run is running from now on (saves the executor a separate write).
             db.executemany("UPDATE runs SET status = ?, started_at = ? WHERE id = ? AND status = ?",
                            [(protocol.RunStatus.RUNNING.value, now, r[1], protocol.RunStatus.QUEUED.value)
-                            for r in rows])
+                            for r in rows if r[7] == base.ItemKind.CALL])
         if rows:
             await self._group.committed()
-        return [base.QueueItem(id=r[0], run_id=r[1], target=r[2], attempt=r[3], due_at=r[4], lease_owner=owner,
-                               lease_until=until) for r in rows]
+        return [dataclasses.replace(_item(r), lease_owner=owner, lease_until=until) for r in rows]
 
     async def next_due_at(self) -> int | None:
         row = self._db.execute(
@@ -356,69 +396,153 @@ class SqliteStore:
         await self._group.committed()
         return cur.rowcount
 
+    # ------------------------------------------------------------------------------ pauses
+
+    async def pause_index_paths(self, event_name: str) -> list[str]:
+        rows = self._db.execute("SELECT DISTINCT index_path FROM pauses WHERE event_name = ? "
+                                "AND index_path IS NOT NULL", (event_name,)).fetchall()
+        return [r[0] for r in rows]
+
+    async def find_pauses(self, event_name: str, keys: list[tuple[str, str]]) -> list[base.PauseRecord]:
+        db = self._db
+        rows = db.execute(f"SELECT {_PAUSE_COLS} FROM pauses WHERE event_name = ? AND index_path IS NULL",
+                          (event_name,)).fetchall()
+        for path, value in keys:
+            rows += db.execute(f"SELECT {_PAUSE_COLS} FROM pauses WHERE event_name = ? AND index_path = ? "
+                               "AND index_value = ?", (event_name, path, value)).fetchall()
+        return sorted((_pause(r) for r in rows), key=lambda p: (p.created_at, p.id))
+
+    async def get_pause(self, pause_id: str) -> base.PauseRecord | None:
+        row = self._db.execute(f"SELECT {_PAUSE_COLS} FROM pauses WHERE id = ?", (pause_id,)).fetchone()
+        return _pause(row) if row else None
+
+    async def pauses_for_run(self, run_id: str) -> list[base.PauseRecord]:
+        rows = self._db.execute(f"SELECT {_PAUSE_COLS} FROM pauses WHERE run_id = ? ORDER BY created_at, id",
+                                (run_id,)).fetchall()
+        return [_pause(r) for r in rows]
+
+    async def cancel_runs(self, run_ids: Sequence[str], reason: str, now: int,
+                          emits: Mapping[str, base.Emit]) -> list[str]:
+        cancelled = []
+        with self._write():
+            for run_id in run_ids:
+                finish = base.FinishRun(protocol.RunStatus.CANCELLED, {"name": "FunctionCancelled",
+                                                                       "message": reason}, error=reason)
+                emit = emits.get(run_id)
+                commands: tuple[base.Command, ...] = (finish,) if emit is None else (finish, emit)
+                if self._apply_run_txn(run_id, commands, now, owner=None, lease_ms=0, item_id=None).accepted:
+                    cancelled.append(run_id)
+        await self._group.committed()
+        return cancelled
+
+    # ------------------------------------------------------------------------------ applying decisions
+
     async def apply(self, item: base.QueueItem, owner: str, commands: list[base.Command], now: int,
                     lease_ms: int) -> base.Applied:
+        db = self._db
         with self._write():
-            result = self._apply_txn(item, owner, commands, now, lease_ms)
+            held = db.execute("SELECT 1 FROM queue WHERE id = ? AND lease_owner = ?", (item.id, owner)).fetchone()
+            if held is None:
+                result = base.Applied(accepted=False)
+            else:
+                result = self._apply_run_txn(item.run_id, commands, now, owner=owner, lease_ms=lease_ms,
+                                             item_id=item.id)
+                if not any(isinstance(c, base.RetryItem) for c in commands) or not result.accepted:
+                    db.execute("DELETE FROM queue WHERE id = ?", (item.id,))
         await self._group.committed()
         return result
 
-    def _apply_txn(self, item: base.QueueItem, owner: str, commands: list[base.Command], now: int,
-                   lease_ms: int) -> base.Applied:
+    def _apply_run_txn(self, run_id: str, commands: Sequence[base.Command], now: int, *, owner: str | None,
+                       lease_ms: int, item_id: int | None) -> base.Applied:
+        """Apply `commands` to a run that has not ended. `item_id` is the queue item being handled, if
+        any (kept out of "other work in progress"); `owner` leases calls due now back to the caller."""
         db = self._db
+        row = db.execute("SELECT status, stack FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or protocol.RunStatus(row[0]).is_terminal:
+            return base.Applied(accepted=False)
+        stack: list[str] = orjson.loads(row[1])
+        stack_changed = False
         ready: list[base.QueueItem] = []
         future = False
-        held = db.execute("SELECT 1 FROM queue WHERE id = ? AND lease_owner = ?", (item.id, owner)).fetchone()
-        if held is None:
-            return base.Applied(accepted=False)
-        status = db.execute("SELECT status, stack FROM runs WHERE id = ?", (item.run_id,)).fetchone()
-        if status is None or protocol.RunStatus(status[0]).is_terminal:
-            db.execute("DELETE FROM queue WHERE id = ?", (item.id,))
-            return base.Applied(accepted=False)
-        stack: list[str] = orjson.loads(status[1])
-        stack_changed = False
-        retried = False
+        this = -1 if item_id is None else item_id
         for cmd in commands:
-            if isinstance(cmd, base.SaveStep):
+            if isinstance(cmd, base.ConsumePause):
+                if db.execute("DELETE FROM pauses WHERE id = ?", (cmd.pause_id,)).rowcount == 0:
+                    return base.Applied(accepted=False)  # resolved already: first one wins
+                db.execute("DELETE FROM queue WHERE kind = 'timeout' AND payload = ?", (_dumps(cmd.pause_id),))
+            elif isinstance(cmd, base.SaveStep):
                 # A step recorded once is never recorded again: the first result wins.
                 cur = db.execute(
                     f"INSERT OR IGNORE INTO steps ({_STEP_COLS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (item.run_id, cmd.hash, cmd.name, cmd.op, cmd.status.value, _dumps(cmd.memo),
+                    (run_id, cmd.hash, cmd.name, cmd.op, cmd.status.value, _dumps(cmd.memo),
                      cmd.started_at, cmd.ended_at, cmd.attempts, len(stack)))
                 if cur.rowcount:
                     stack.append(cmd.hash)
                     stack_changed = True
+                elif cmd.status != base.StepStatus.WAITING:
+                    # A wait/invoke step row is created WAITING and completed here when it resolves.
+                    db.execute("UPDATE steps SET status = ?, memo = ?, ended_at = ? WHERE run_id = ? AND hash = ? "
+                               "AND status = 'waiting'", (cmd.status.value, _dumps(cmd.memo), cmd.ended_at,
+                                                          run_id, cmd.hash))
             elif isinstance(cmd, base.Enqueue):
-                if cmd.due_at <= now:
-                    cur = db.execute(
-                        "INSERT INTO queue (run_id, target, attempt, due_at, lease_owner, lease_until) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (item.run_id, cmd.target, cmd.attempt, cmd.due_at, owner, now + lease_ms))
-                    ready.append(base.QueueItem(id=cur.lastrowid or 0, run_id=item.run_id, target=cmd.target,
-                                                attempt=cmd.attempt, due_at=cmd.due_at, lease_owner=owner,
-                                                lease_until=now + lease_ms))
-                else:
-                    db.execute("INSERT INTO queue (run_id, target, attempt, due_at) VALUES (?, ?, ?, ?)",
-                               (item.run_id, cmd.target, cmd.attempt, cmd.due_at))
+                enqueued = self._enqueue_txn(run_id, cmd, now, owner=owner, lease_ms=lease_ms, this=this)
+                if enqueued is not None:
+                    ready.append(enqueued)
+                elif cmd.due_at > now:
                     future = True
             elif isinstance(cmd, base.RetryItem):
                 db.execute(
                     "UPDATE queue SET attempt = attempt + 1, due_at = ?, lease_owner = NULL, "
                     "lease_until = NULL, last_error = ? WHERE id = ?",
-                    (cmd.due_at, None if cmd.error is None else _dumps(cmd.error), item.id))
-                retried = True
+                    (cmd.due_at, None if cmd.error is None else _dumps(cmd.error), this))
                 future = True
             elif isinstance(cmd, base.FinishRun):
                 db.execute("UPDATE runs SET status = ?, output = ?, ended_at = ?, error = ? WHERE id = ?",
-                           (cmd.status.value, _dumps(cmd.output), now, cmd.error, item.run_id))
-                db.execute("DELETE FROM queue WHERE run_id = ? AND id != ?", (item.run_id, item.id))
+                           (cmd.status.value, _dumps(cmd.output), now, cmd.error, run_id))
+                db.execute("DELETE FROM queue WHERE run_id = ? AND id != ? AND kind != 'emit'", (run_id, this))
+                db.execute("DELETE FROM pauses WHERE run_id = ?", (run_id,))
             elif isinstance(cmd, base.SetForceStepPlan):
-                db.execute("UPDATE runs SET force_step_plan = ? WHERE id = ?", (int(cmd.value), item.run_id))
-        if not retried:
-            db.execute("DELETE FROM queue WHERE id = ?", (item.id,))
+                db.execute("UPDATE runs SET force_step_plan = ? WHERE id = ?", (int(cmd.value), run_id))
+            elif isinstance(cmd, base.CreatePause):
+                self._insert_pause_txn(cmd.pause)
+                future = future or cmd.pause.expires_at is not None
+            elif isinstance(cmd, base.Emit):
+                self._insert_items_txn([base.NewItem(base.ItemKind.EMIT, run_id, now, list(cmd.events))])
+                future = True  # the scheduler picks the outbox up
         if stack_changed:
-            db.execute("UPDATE runs SET stack = ? WHERE id = ?", (_dumps(stack), item.run_id))
+            db.execute("UPDATE runs SET stack = ? WHERE id = ?", (_dumps(stack), run_id))
         return base.Applied(accepted=True, ready=tuple(ready), enqueued_future=future)
+
+    def _enqueue_txn(self, run_id: str, cmd: base.Enqueue, now: int, *, owner: str | None, lease_ms: int,
+                     this: int) -> base.QueueItem | None:
+        """Queue a call unless it is queued already (or, `when_idle`, other work is in progress).
+
+        Returns the item when it is due now and leased to `owner`, so the caller runs it at once.
+        """
+        db = self._db
+        if db.execute("SELECT 1 FROM queue WHERE run_id = ? AND kind = 'call' AND target = ? AND id != ? LIMIT 1",
+                      (run_id, cmd.target, this)).fetchone():
+            return None
+        if cmd.when_idle:
+            busy = db.execute(
+                "SELECT 1 FROM queue WHERE run_id = ? AND kind = 'call' AND id != ? AND target != ? "
+                "UNION ALL SELECT 1 FROM pauses WHERE run_id = ? AND kind != 'cancel' LIMIT 1",
+                (run_id, this, protocol.DISCOVERY_STEP_ID, run_id)).fetchone()
+            if busy:
+                return None
+            db.execute("UPDATE runs SET force_step_plan = 0 WHERE id = ? AND force_step_plan = 1", (run_id,))
+        payload = _dumps({"race": True}) if cmd.race else None
+        if owner is not None and cmd.due_at <= now:
+            until = now + lease_ms
+            cur = db.execute(
+                "INSERT INTO queue (run_id, target, attempt, due_at, lease_owner, lease_until, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, cmd.target, cmd.attempt, cmd.due_at, owner, until, payload))
+            return base.QueueItem(id=cur.lastrowid or 0, run_id=run_id, target=cmd.target, attempt=cmd.attempt,
+                                  due_at=cmd.due_at, lease_owner=owner, lease_until=until,
+                                  payload=None if payload is None else {"race": True})
+        db.execute("INSERT INTO queue (run_id, target, attempt, due_at, payload) VALUES (?, ?, ?, ?, ?)",
+                   (run_id, cmd.target, cmd.attempt, cmd.due_at, payload))
+        return None
 
 
 class _GroupCommit:
