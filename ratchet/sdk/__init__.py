@@ -46,6 +46,7 @@ from ratchet.sdk.function import (
     on_cron,
     on_event,
 )
+from ratchet.sdk.group import Group, GroupSync, ParallelMode
 from ratchet.sdk.step import Step, StepSync
 
 __all__ = [
@@ -59,7 +60,10 @@ __all__ = [
     "Event",
     "EventKeyMissingError",
     "Function",
+    "Group",
+    "GroupSync",
     "NonRetriableError",
+    "ParallelMode",
     "Priority",
     "RatchetError",
     "RateLimit",

@@ -10,10 +10,18 @@ a step call inside another step's handler       `Nested`: the outer step reports
 memo `{"data": x}` (or any other JSON value)    `UseMemo(x)`: the step returns x
 memo `{"error": {name, message, ...}}`          `RaiseStepError`: user code gets a `StepError`
 targeting another step (`stepId=<hash>`)         `Unexpected`: the call fails with `step_unexpected`
+                                                (inside a parallel group: the step is skipped)
+inside a parallel group, not targeting          `Report` the step (`step.run` as StepPlanned); the group
+                                                gathers every such report into one 206
 `step.run` and `disable_immediate_execution`    `Report` StepPlanned: the server calls back targeting it
 `step.run` otherwise                            `RunNow`: run the handler, then `Report` StepRun/StepError
 any other op (sleep, wait, invoke)              `Report` the op and stop
 ==============================================  ==========================================================
+
+Parallel groups (`ctx.group.parallel`, reference §2.5): `Replay.enter_group` marks the code as inside a
+group, and `GroupRun` collects the outcome of each callable of the group: a value, a report (gathered), or a
+skipped step. In race mode every opcode a step of the group reports carries `opts.parallelMode = "race"`,
+which tells the server to run discovery after each step of the group completes.
 
 `Replay` is the small state machine that assigns repeat indexes (`"id"`, `"id:1"`, ...) and tracks whether
 a step handler is running. The sync and async `Step` classes (step.py) are thin drivers over it, and they
@@ -23,6 +31,7 @@ stop a function with the `Interrupt` signals below, which subclass `BaseExceptio
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +40,24 @@ from ratchet import protocol
 from ratchet.sdk import errors
 
 # --------------------------------------------------------------------------------------------- inputs
+
+
+class ParallelMode(enum.StrEnum):
+    """How the server schedules discovery after the steps of a parallel group (`ctx.group.parallel`).
+
+    The group returns the results of all its callables in both modes; the mode only changes when the
+    server calls the function again.
+    """
+
+    #: Call the function again once every step of the group has completed (fewest calls).
+    WAIT = "wait"
+    #: Call the function again after each step of the group completes, so that a callable with several
+    #: steps in sequence advances without waiting for the other callables.
+    RACE = "race"
+
+
+#: The opts key that marks a step of a race-mode group.
+PARALLEL_MODE_OPT = "parallelMode"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +239,8 @@ class Replay:
         self._counts: dict[str, int] = {}
         self._consumed: set[str] = set()
         self._in_step = False
+        #: The mode of the innermost parallel group being run, or None outside groups.
+        self._group: ParallelMode | None = None
 
     @property
     def replaying(self) -> bool:
@@ -222,13 +251,16 @@ class Replay:
         """Give the call its wire id: the n-th use of a user id within this call hashes `"id:n"`."""
         index = self._counts.get(call.id, 0)
         self._counts[call.id] = index + 1
+        opts = call.opts
+        if self._group is ParallelMode.RACE:
+            opts = {**(opts or {}), PARALLEL_MODE_OPT: str(ParallelMode.RACE)}
         return StepInfo(
             hashed_id=protocol.step_hash(call.id, index),
             user_id=call.id,
             index=index,
             op=call.op,
             name=call.id if call.name is None else call.name,
-            opts=call.opts,
+            opts=opts,
         )
 
     def decide(self, call: StepCall) -> tuple[StepInfo, Decision]:
@@ -242,6 +274,9 @@ class Replay:
             return step, parse_memo(frame.memo[step.hashed_id])
         if frame.target is not None and frame.target != step.hashed_id:
             return step, Unexpected(step)
+        if self._group is not None and frame.target is None:
+            planned = protocol.Opcode.STEP_PLANNED if step.op is protocol.Opcode.STEP_RUN else step.op
+            return step, Report((step.opcode(planned),))
         if step.op is protocol.Opcode.STEP_RUN:
             if frame.disable_immediate_execution and frame.target is None:
                 return step, Report((step.opcode(protocol.Opcode.STEP_PLANNED),))
@@ -268,6 +303,53 @@ class Replay:
 
     def exit_step(self) -> None:
         self._in_step = False
+
+    def enter_group(self, mode: ParallelMode) -> GroupRun:
+        """Start running the callables of a parallel group; pair with `exit_group`."""
+        run = GroupRun(outer=self._group)
+        # A group nested in a race group is raced too (its opcodes end up in the outer group's report).
+        self._group = ParallelMode.RACE if self._group is ParallelMode.RACE else mode
+        return run
+
+    def exit_group(self, run: GroupRun) -> None:
+        self._group = run.outer
+
+
+@dataclass(slots=True)
+class GroupRun:
+    """The outcome of a parallel group, callable by callable.
+
+    Each callable of the group either returns (a memoized or just-run value), reports opcodes (a new step:
+    planned, or run because it is the target), or meets a step that is not the target (skipped). `result`
+    then decides for the whole group, as the official SDK does: any reports → one 206 with all of them;
+    otherwise the values in order. Unlike the official SDK, which returns a shorter tuple, a group whose
+    steps were skipped and none ran fails the call with `step_unexpected`: the targeted step was not in it.
+    """
+
+    outer: ParallelMode | None = None
+    values: list[Any] = field(default_factory=list)
+    opcodes: list[dict[str, Any]] = field(default_factory=list)
+    no_retry: bool = False
+    skipped: Unexpected | None = None
+
+    def returned(self, value: Any) -> None:
+        self.values.append(value)
+
+    def reported(self, report: Report) -> None:
+        self.opcodes.extend(report.opcodes)
+        self.no_retry = self.no_retry or report.no_retry
+
+    def skip(self, unexpected: Unexpected) -> None:
+        if self.skipped is None:
+            self.skipped = unexpected
+
+    def result(self) -> tuple[Any, ...]:
+        """The group's values in order, or raise the stop signal that ends the call."""
+        if self.opcodes:
+            raise StopAndReport(Report(tuple(self.opcodes), self.no_retry))
+        if self.skipped is not None:
+            raise StopUnexpected(self.skipped)
+        return tuple(self.values)
 
 
 def settle(decision: Decision) -> Any:

@@ -31,6 +31,7 @@ from ratchet.sdk import _replay, errors
 from ratchet.sdk import client as client_lib
 from ratchet.sdk import event as event_lib
 from ratchet.sdk import function as function_lib
+from ratchet.sdk import group as group_lib
 from ratchet.sdk import step as step_lib
 
 #: Version of the introspection body.
@@ -401,11 +402,15 @@ class ServeHandler:
             max_attempts=call.ctx.max_attempts,
         )
         replay = _replay.Replay(frame)
-        step: step_lib.Step | step_lib.StepSync = (
-            step_lib.Step(replay, self.client) if pending.is_async else step_lib.StepSync(replay, self.client))
+        step: step_lib.Step | step_lib.StepSync
+        group: group_lib.Group | group_lib.GroupSync
+        if pending.is_async:
+            step, group = step_lib.Step(replay, self.client), group_lib.Group(replay)
+        else:
+            step, group = step_lib.StepSync(replay, self.client), group_lib.GroupSync(replay)
         ctx = function_lib.Context(
             event=event, events=events, run_id=call.ctx.run_id, attempt=call.ctx.attempt, step=step,
-            logger=_ReplayLogger(self.client.logger, replay),
+            group=group, logger=_ReplayLogger(self.client.logger, replay),
         )
         return _Call(pending.handler, pending.is_async, ctx, key)
 

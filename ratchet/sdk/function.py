@@ -20,6 +20,7 @@ from ratchet import protocol
 from ratchet.sdk import event as event_lib
 
 if TYPE_CHECKING:
+    from ratchet.sdk import group as group_lib
     from ratchet.sdk import step as step_lib
 
 T = TypeVar("T")
@@ -254,6 +255,8 @@ class Context:
     attempt: int
     #: Durable steps: `run`, `sleep`, `sleep_until`, `wait_for_event`, `invoke`, `send_event`.
     step: step_lib.Step | step_lib.StepSync
+    #: Parallel steps: `ctx.group.parallel((lambda: ctx.step.run("a", fa), lambda: ...))`.
+    group: group_lib.Group | group_lib.GroupSync
     #: A logger that stays silent while memoized code is replayed.
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(
         default_factory=lambda: logging.getLogger("ratchet"))

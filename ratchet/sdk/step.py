@@ -1,5 +1,7 @@
 """Durable steps: `ctx.step.run`, `sleep`, `sleep_until`, `wait_for_event`, `invoke`, `send_event`.
 
+Parallel steps (`ctx.group.parallel`) live in group.py.
+
 `Step` (for `async def` functions) and `StepSync` (for `def` functions) are thin drivers over the pure
 decisions of `_replay.Replay`; the argument checking and opcode building they share live in module-level
 helpers here.
@@ -47,13 +49,15 @@ class _StepBase:
         return _replay.StepCall(step_id, protocol.Opcode.WAIT_FOR_EVENT, name=event, opts=opts)
 
     def _invoke_call(self, step_id: str, function_id: str, data: dict[str, Any] | None,
-                     timeout: timedelta | int | None) -> _replay.StepCall:
+                     timeout: timedelta | int | None, v: str | None) -> _replay.StepCall:
         _check_id(step_id, "invoke")
         if data is not None and not isinstance(data, dict):
             raise TypeError(f"invoke(data=...): must be a dict, got {type(data).__name__}")
+        if v is not None and not isinstance(v, str):
+            raise TypeError(f"invoke(v=...): must be a string, got {type(v).__name__}")
         opts = {
             "function_id": function_id,
-            "payload": {"data": data or {}},
+            "payload": {"data": data or {}, "v": v},
             "timeout": None if timeout is None else protocol.format_duration(_delay(timeout, "invoke(timeout=...)")),
         }
         return _replay.StepCall(step_id, protocol.Opcode.INVOKE_FUNCTION, opts=opts)
@@ -147,6 +151,7 @@ class Step(_StepBase):
         app_id: str | None = None,
         data: dict[str, Any] | None = None,
         timeout: timedelta | int | None = None,
+        v: str | None = None,
     ) -> Any:
         """Run another function as a child and return its result.
 
@@ -156,10 +161,22 @@ class Step(_StepBase):
             function_id: Id of the function within `app_id` (default: this app).
             app_id: The invoked function's app.
             data: The `data` of the invocation event.
-            timeout: How long to wait for the child before the step fails.
+            timeout: How long to wait for the child before the step fails (timedelta or int
+                milliseconds); None lets the server choose (a year on Inngest's).
+            v: The `v` (version) of the invocation event.
+
+        Raises:
+            StepError: When the child failed for good, or did not finish within `timeout` (then
+                `name == "InngestInvokeTimeoutError"`).
         """
         fqid = self._function_id(function, app_id, function_id)
-        return _replay.settle(self._replay.decide(self._invoke_call(step_id, fqid, data, timeout))[1])
+        return _replay.settle(self._replay.decide(self._invoke_call(step_id, fqid, data, timeout, v))[1])
+
+    async def invoke_by_id(self, step_id: str, *, function_id: str, app_id: str | None = None,
+                           data: dict[str, Any] | None = None, timeout: timedelta | int | None = None,
+                           v: str | None = None) -> Any:
+        """`invoke` by id, as in the inngest SDK: `invoke_by_id("i", app_id="other", function_id="fn")`."""
+        return await self.invoke(step_id, function_id=function_id, app_id=app_id, data=data, timeout=timeout, v=v)
 
     async def send_event(self, step_id: str, events: Events) -> list[str]:
         """Send one or more events durably (once per run); returns their ids."""
@@ -208,10 +225,17 @@ class StepSync(_StepBase):
 
     def invoke(self, step_id: str, *, function: function_lib.Function[Any] | None = None,
                function_id: str | None = None, app_id: str | None = None,
-               data: dict[str, Any] | None = None, timeout: timedelta | int | None = None) -> Any:
+               data: dict[str, Any] | None = None, timeout: timedelta | int | None = None,
+               v: str | None = None) -> Any:
         """Run another function as a child and return its result. See `Step.invoke`."""
         fqid = self._function_id(function, app_id, function_id)
-        return _replay.settle(self._replay.decide(self._invoke_call(step_id, fqid, data, timeout))[1])
+        return _replay.settle(self._replay.decide(self._invoke_call(step_id, fqid, data, timeout, v))[1])
+
+    def invoke_by_id(self, step_id: str, *, function_id: str, app_id: str | None = None,
+                     data: dict[str, Any] | None = None, timeout: timedelta | int | None = None,
+                     v: str | None = None) -> Any:
+        """`invoke` by id. See `Step.invoke_by_id`."""
+        return self.invoke(step_id, function_id=function_id, app_id=app_id, data=data, timeout=timeout, v=v)
 
     def send_event(self, step_id: str, events: Events) -> list[str]:
         """Send one or more events durably (once per run); returns their ids."""

@@ -51,7 +51,7 @@ async def test_wait_and_invoke_opcodes() -> None:
         sync_step.invoke("i", function_id="child", data={"k": 1}, timeout=120_000)
     (op,) = info.value.report.opcodes
     assert op["op"] == "InvokeFunction"
-    assert op["opts"] == {"function_id": "app-child", "payload": {"data": {"k": 1}}, "timeout": "2m"}
+    assert op["opts"] == {"function_id": "app-child", "payload": {"data": {"k": 1}, "v": None}, "timeout": "2m"}
 
 
 async def test_memoized_wait_and_invoke_values() -> None:
