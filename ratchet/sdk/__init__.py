@@ -28,7 +28,7 @@ from ratchet.sdk.errors import (
     SigningKeyMissingError,
     StepError,
 )
-from ratchet.sdk.event import Event
+from ratchet.sdk.event import Event, FunctionFailure
 from ratchet.sdk.function import (
     Batch,
     Cancel,
@@ -60,6 +60,7 @@ __all__ = [
     "Event",
     "EventKeyMissingError",
     "Function",
+    "FunctionFailure",
     "Group",
     "GroupSync",
     "NonRetriableError",

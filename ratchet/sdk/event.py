@@ -1,4 +1,4 @@
-"""The `Event` users send and receive."""
+"""The `Event` users send and receive, and `FunctionFailure`: the failed run an `on_failure` handler gets."""
 
 from __future__ import annotations
 
@@ -50,4 +50,53 @@ class Event:
             data=raw.get("data") or {},
             id=str(raw.get("id") or ""),
             ts=int(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts >= 0 else 0,
+        )
+
+
+#: Event the server sends when a run fails for good; it triggers the function's `on_failure` handler.
+FUNCTION_FAILED_EVENT = "inngest/function.failed"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionFailure:
+    """A run that failed for good, as an `on_failure` handler sees it (`ctx.failure`).
+
+    Read from the `inngest/function.failed` event, whose data is
+    `{"function_id", "run_id", "error": {"error", "name", "message", "stack"}, "event": {...}}`.
+
+    Attributes:
+        function_id: Composite id (`"{app_id}-{fn_id}"`) of the function that failed.
+        run_id: Id of the failed run.
+        name: The error's class name, e.g. `"ValueError"` or `"NonRetriableError"`.
+        message: The error's message.
+        stack: The error's traceback, when the SDK sent one.
+        event: The event that triggered the failed run (None when the server did not include it).
+        error: The raw `error` object, as the server sent it.
+    """
+
+    function_id: str
+    run_id: str
+    name: str
+    message: str
+    stack: str | None = None
+    event: Event | None = None
+    error: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_event(cls, event: Event) -> FunctionFailure | None:
+        """The failure described by an `inngest/function.failed` event; None for any other event."""
+        if event.name != FUNCTION_FAILED_EVENT:
+            return None
+        data = event.data
+        error = data.get("error") if isinstance(data.get("error"), dict) else {}
+        original = data.get("event")
+        stack = error.get("stack")
+        return cls(
+            function_id=str(data.get("function_id") or ""),
+            run_id=str(data.get("run_id") or ""),
+            name=str(error.get("name") or "Error"),
+            message=str(error.get("message") or error.get("error") or ""),
+            stack=stack if isinstance(stack, str) else None,
+            event=Event.from_wire(original) if isinstance(original, dict) and original.get("name") else None,
+            error=dict(error),
         )

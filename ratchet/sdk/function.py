@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 #: Event that triggers on-failure handlers.
-FUNCTION_FAILED_EVENT = "inngest/function.failed"
+FUNCTION_FAILED_EVENT = event_lib.FUNCTION_FAILED_EVENT
 #: Largest `retries` the server honours.
 MAX_RETRIES = 20
 
@@ -260,6 +260,15 @@ class Context:
     #: A logger that stays silent while memoized code is replayed.
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(
         default_factory=lambda: logging.getLogger("ratchet"))
+
+    @property
+    def failure(self) -> event_lib.FunctionFailure | None:
+        """In an `on_failure` handler: the failed run (its function, run id, error and triggering event).
+
+        None when the triggering event is not `inngest/function.failed`. The raw data stays available as
+        `ctx.event.data` (`function_id`, `run_id`, `error`, `event`).
+        """
+        return event_lib.FunctionFailure.from_event(self.event)
 
 
 Handler = Callable[[Context], Awaitable[T]] | Callable[[Context], T]

@@ -102,8 +102,13 @@ def build(server: FakeServer, **client_kw: Any) -> tuple[fastapi.FastAPI, ratche
         ids = ctx.step.send_event("tell", [ratchet.Event(name="x/y"), ratchet.Event(name="x/z")])
         return {"a": a, "ids": ids}
 
-    async def failure_handler(ctx: ratchet.Context) -> str:
-        return "handled"
+    async def failure_handler(ctx: ratchet.Context) -> Any:
+        failure = ctx.failure
+        if failure is None:
+            return "handled"
+        assert failure.event is not None
+        return {"fn": failure.function_id, "run": failure.run_id, "name": failure.name, "message": failure.message,
+                "raw": ctx.event.data["error"], "original": failure.event.data}
 
     @client.function(id="with-failure", trigger=trigger, on_failure=failure_handler)
     async def with_failure(ctx: ratchet.Context) -> str:
@@ -309,6 +314,18 @@ async def test_sync_function_under_async_adapter(http: httpx.AsyncClient, server
 async def test_on_failure_handler_is_served(http: httpx.AsyncClient) -> None:
     reply = await call(http, "with-failure-failure")
     assert reply.status == 200 and reply.body == "handled"
+
+
+async def test_on_failure_handler_gets_the_failed_run(http: httpx.AsyncClient) -> None:
+    error = {"error": "invalid status code: 500", "name": "ValueError", "message": "boom", "stack": "tb"}
+    failed = {"name": "inngest/function.failed", "id": "01RUN", "ts": 1700000001000,
+              "data": {"function_id": "shop-with-failure", "run_id": "01RUN", "error": error, "event": EVENT,
+                       "events": [EVENT]}}
+    body = orjson.dumps(call_body(failed, {}))
+    reply = reply_of(await http.post("/api/inngest?fnId=shop-with-failure-failure&stepId=step", content=body))
+    assert reply.status == 200
+    assert reply.body == {"fn": "shop-with-failure", "run": "01RUN", "name": "ValueError", "message": "boom",
+                          "raw": error, "original": {"id": 7}}
 
 
 @pytest.mark.parametrize(("query", "code"), [

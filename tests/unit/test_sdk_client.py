@@ -123,7 +123,7 @@ def test_retry_after_forms() -> None:
 def test_public_surface_is_pinned() -> None:
     assert sorted(ratchet.sdk.__all__) == sorted([
         "SDK_VERSION", "Batch", "Cancel", "Client", "Concurrency", "Context", "Debounce", "Event",
-        "EventKeyMissingError", "Function", "Group", "GroupSync", "NonRetriableError",
+        "EventKeyMissingError", "Function", "FunctionFailure", "Group", "GroupSync", "NonRetriableError",
         "ParallelMode", "Priority", "RateLimit", "RatchetError",
         "RegistrationError", "RetryAfterError", "SendEventsError", "SigningKeyMissingError", "Singleton", "Step",
         "StepError", "StepSync", "Throttle", "Timeouts", "TriggerCron", "TriggerEvent", "on_cron", "on_event",
