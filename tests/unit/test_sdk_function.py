@@ -151,3 +151,61 @@ def test_good_triggers() -> None:
     assert ratchet.on_cron("0 * * * *", jitter=timedelta(seconds=30)).to_wire() == {"cron": "0 * * * *",
                                                                                      "jitter": "30s"}
     assert ratchet.on_event("shop/*").to_wire() == {"event": "shop/*"}
+
+
+@pytest.mark.parametrize("variant", ["full", "minimal"])
+def test_config_matches_the_official_sdk(variant: str) -> None:
+    """The same function declared with the official SDK (inngest 0.5.19) syncs the same config."""
+    inngest = pytest.importorskip("inngest")
+    from inngest._internal import transforms
+
+    official = inngest.Inngest(app_id="probe-app", is_production=False)
+    ours = client()
+    kw_theirs: dict[str, Any] = {}
+    kw_ours: dict[str, Any] = {}
+    if variant == "full":
+        kw_theirs = {
+            "name": "Full", "retries": 3,
+            "trigger": [inngest.TriggerCron(cron="TZ=Europe/Paris 0 9 * * 1", jitter="30s"),
+                     inngest.TriggerEvent(event="app/go", expression="event.data.x > 1")],
+            "cancel": [inngest.Cancel(event="app/cancel", if_exp="event.data.id == async.data.id",
+                                   timeout=timedelta(days=1)),
+                    inngest.Cancel(event="app/stop")],
+            "timeouts": inngest.Timeouts(start=timedelta(seconds=90), finish=timedelta(hours=2)),
+            "batch_events": inngest.Batch(max_size=5, timeout=timedelta(seconds=5), key="event.data.k",
+                                       if_exp="event.data.ok"),
+            "debounce": inngest.Debounce(period=timedelta(minutes=1), key="event.data.k"),
+            "throttle": inngest.Throttle(limit=2, period=timedelta(weeks=1)),
+            "concurrency": [inngest.Concurrency(limit=1, key="event.data.k", scope="env")],
+            "singleton": inngest.Singleton(mode="cancel"),
+        }
+        kw_ours = {
+            "name": "Full", "retries": 3,
+            "trigger": [ratchet.on_cron("TZ=Europe/Paris 0 9 * * 1", jitter="30s"),
+                     ratchet.on_event("app/go", if_exp="event.data.x > 1")],
+            "cancel": [ratchet.Cancel(event="app/cancel", if_exp="event.data.id == async.data.id",
+                                   timeout=timedelta(days=1)),
+                    ratchet.Cancel(event="app/stop")],
+            "timeouts": ratchet.Timeouts(start=timedelta(seconds=90), finish="2h"),
+            "batch_events": ratchet.Batch(max_size=5, timeout=timedelta(seconds=5), key="event.data.k",
+                                       if_exp="event.data.ok"),
+            "debounce": ratchet.Debounce(period=timedelta(minutes=1), key="event.data.k"),
+            "throttle": ratchet.Throttle(limit=2, period=timedelta(weeks=1)),
+            "concurrency": [ratchet.Concurrency(limit=1, key="event.data.k", scope="env")],
+            "singleton": ratchet.Singleton(mode="cancel"),
+        }
+    else:
+        kw_theirs = {"trigger": inngest.TriggerCron(cron="*/5 * * * *"),
+                         "timeouts": inngest.Timeouts(finish=timedelta(minutes=5))}
+        kw_ours = {"trigger": ratchet.on_cron("*/5 * * * *"), "timeouts": ratchet.Timeouts(finish=timedelta(minutes=5))}
+
+    def handler(ctx: Any) -> None: ...
+
+    theirs = official.create_function(fn_id="fn", **kw_theirs)(handler).get_config(URL).main
+    expected = transforms.deep_strip_none(theirs.to_dict())
+    (got,) = configs(ours.function(id="fn", **kw_ours)(handler))
+    # The official SDK always sends `cancel` and `concurrency`, even empty; Ratchet leaves empty lists out.
+    for key in ("cancel", "concurrency"):
+        if expected.get(key) == []:
+            del expected[key]
+    assert got == expected
