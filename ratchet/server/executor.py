@@ -22,8 +22,9 @@ import orjson
 
 from ratchet import protocol
 from ratchet.server import config as config_mod
+from ratchet.server import ids, ingest
 from ratchet.server import transport as transport_mod
-from ratchet.server.engine import steps
+from ratchet.server.engine import cron, lifecycle, steps, waits
 from ratchet.server.store import base
 
 log = logging.getLogger("ratchet.executor")
@@ -80,6 +81,7 @@ class Executor:
         self._notify = notify
         self._lease_ms = int(cfg.lease_s * 1000)
         self._rand = random.Random()
+        self.ingestor: ingest.Ingestor  # set once the ingestor exists (it needs the scheduler's notify)
 
     async def run(self, item: base.QueueItem) -> None:
         """Run `item`, then any follow-up items that are due at once, until the run waits or ends."""
@@ -100,6 +102,9 @@ class Executor:
     async def _run_one(self, item: base.QueueItem, state: base.RunState | None
                        ) -> tuple[tuple[base.QueueItem, ...], base.RunState | None]:
         """One call. `state` is the run as this node just wrote it (a follow-up item), else it is loaded."""
+        if item.kind != base.ItemKind.CALL:
+            await self._timer(item)
+            return (), None
         store = self._store
         now = _now_ms()
         if state is None:
@@ -122,7 +127,10 @@ class Executor:
         reply = await self._post(url, body, state.run.id, item)
         now = _now_ms()
         call = steps.Call(target=item.target, attempt=item.attempt, max_attempts=max_attempts,
-                          step_count=len(state.run.stack), sent_at=sent_at)
+                          step_count=len(state.run.stack), sent_at=sent_at, run_id=state.run.id,
+                          function_slug=state.run.function_slug, app_id=state.run.app_id,
+                          events=tuple(e.wire() for e in state.events),
+                          race=bool(isinstance(item.payload, dict) and item.payload.get("race")))
         commands = steps.decide(call, reply, now=now, policy=self._cfg.retry, rand=self._rand.random())
         applied = await store.apply(item, self.owner, commands, now, self._lease_ms)
         if applied.enqueued_future:
@@ -130,6 +138,76 @@ class Executor:
         if not applied.accepted or not applied.ready:
             return (), None
         return applied.ready, _advance(state, commands, now)
+
+    async def _timer(self, item: base.QueueItem) -> None:
+        """Items that are not app calls: pause expiry, the outbox, cron ticks, run timeouts."""
+        store = self._store
+        now = _now_ms()
+        if item.kind == base.ItemKind.TIMEOUT:
+            pause = await store.get_pause(str(item.payload))
+            commands = waits.expire(pause, now) if pause is not None else []
+            applied = await store.apply(item, self.owner, commands, now, self._lease_ms)
+            if applied.enqueued_future or applied.ready:
+                self._notify()
+        elif item.kind == base.ItemKind.EMIT:
+            await self.ingestor.ingest_internal(list(item.payload or []), now, done=(item, self.owner))
+        elif item.kind == base.ItemKind.CRON:
+            await self._cron_tick(item, now)
+        elif item.kind == base.ItemKind.RUN_TIMEOUT:
+            await self._run_timeout(item, now)
+        else:
+            log.error("dropping queue item %s of unknown kind %r", item.id, item.kind)
+            await store.apply(item, self.owner, [], now, self._lease_ms)
+
+    async def _run_timeout(self, item: base.QueueItem, now: int) -> None:
+        """`timeouts.start`: cancel a run that has not started; `timeouts.finish`: one that has not ended."""
+        store = self._store
+        run = await store.get_run(item.run_id)
+        fn = await store.get_function(run.function_slug) if run is not None else None
+        which = (item.payload or {}).get("which")
+        if run is None or run.status.is_terminal or fn is None or fn.config.timeouts is None:
+            await store.apply(item, self.owner, [], now, self._lease_ms)
+            return
+        timeouts = fn.config.timeouts
+        if which == "start":
+            if run.status != protocol.RunStatus.QUEUED:
+                await store.apply(item, self.owner, [], now, self._lease_ms)
+                return
+            reason = f"the run did not start within timeouts.start ({timeouts.start})"
+        else:
+            limit = int(protocol.parse_duration(timeouts.finish or "0").total_seconds() * 1000)
+            if run.started_at is None or run.started_at + limit > now:
+                # Not started yet, or started after it was queued: the finish clock runs from the start.
+                due = (run.started_at or now) + limit
+                await store.ingest([], [], now, items=[base.NewItem(base.ItemKind.RUN_TIMEOUT, run.id, due,
+                                                                    {"which": "finish"})], done=(item, self.owner))
+                self._notify()
+                return
+            reason = f"the run did not finish within timeouts.finish ({timeouts.finish})"
+        events = [e.wire() for e in await store.get_events(list(run.event_ids))]
+        output = {"name": "FunctionTimedOut", "message": reason}
+        commands: list[base.Command] = [
+            base.FinishRun(protocol.RunStatus.CANCELLED, output, error=reason),
+            base.Emit(lifecycle.run_ended_events(run_id=run.id, function_slug=run.function_slug, events=events,
+                                                 status=protocol.RunStatus.CANCELLED, output=output))]
+        await store.apply(item, self.owner, commands, now, self._lease_ms)
+        self._notify()
+
+    async def _cron_tick(self, item: base.QueueItem, now: int) -> None:
+        """Fire a schedule: its `inngest/scheduled.timer` event starts one run; the next tick is queued."""
+        payload = item.payload or {}
+        fn = await self._store.get_function(str(payload.get("function")))
+        spec = str(payload.get("cron"))
+        if fn is None or not any(t.cron == spec for t in fn.config.triggers):
+            await self._store.apply(item, self.owner, [], now, self._lease_ms)  # schedule gone
+            return
+        event, next_item = cron.tick(payload, fired_at=item.due_at, now=now, rand=self._rand.random())
+        record_id = ids.new_ulid(now)
+        record = base.EventRecord(internal_id=record_id, id=record_id, name=event["name"], data=event["data"],
+                                  ts=event["ts"], received_at=now)
+        run = self.ingestor.new_run(fn, record, record.wire(), now, key=f"{fn.slug}\x00cron\x00{item.due_at}")
+        await self._store.ingest([record], [run], now, items=[next_item], done=(item, self.owner))
+        self._notify()
 
     async def _post(self, url: str, body: bytes, run_id: str, item: base.QueueItem) -> steps.Reply | steps.NoReply:
         headers = {

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import orjson
 
+from ratchet import protocol
 from ratchet.server import ids, registry
+from ratchet.server.engine import expressions, lifecycle, triggers, waits
 from ratchet.server.store import base
 
 
@@ -90,23 +93,122 @@ class Ingestor:
             accepted.append(base.EventRecord(internal_id=internal, id=ev["id"] or internal, name=ev["name"],
                                              data=ev["data"], ts=ev["ts"], received_at=now, v=ev["v"],
                                              user=ev["user"]))
-        runs = [run for event in accepted for run in self.runs_for(event, now)]
-        run_ids = await self._store.ingest(accepted, runs, now) if accepted else []
-        if run_ids:
-            self._notify()
+        run_ids = await self.store_events(accepted, now) if accepted else []
         result = IngestResult([e.internal_id for e in accepted], run_ids, error)
         if too_large:
             raise EventTooLargeResult(result)
         return result
 
-    def runs_for(self, event: base.EventRecord, now: int) -> list[base.NewRun]:
-        """The runs an event starts: one per function whose trigger matches."""
+    async def ingest_internal(self, events: list[dict[str, Any]], now: int, *,
+                              done: tuple[base.QueueItem, str] | None = None,
+                              items: Sequence[base.NewItem] = ()) -> list[str]:
+        """Events the engine emits (lifecycle, invocations, cron ticks), already well-formed.
+
+        `done` is the queue item that carried them (the outbox), deleted in the same transaction.
+        """
+        records = []
+        for raw in events:
+            internal = ids.new_ulid(now)
+            records.append(base.EventRecord(internal_id=internal, id=raw.get("id") or internal, name=raw["name"],
+                                            data=raw.get("data") or {}, ts=raw.get("ts") or now, received_at=now,
+                                            v=raw.get("v")))
+        return await self.store_events(records, now, done=done, items=items)
+
+    async def store_events(self, events: list[base.EventRecord], now: int, *,
+                           done: tuple[base.QueueItem, str] | None = None,
+                           items: Sequence[base.NewItem] = ()) -> list[str]:
+        """Store events with the runs they start and the pauses they resolve, in one transaction."""
+        runs: list[base.NewRun] = []
+        resumes: list[base.Resume] = []
+        taken: set[str] = set()
+        for event in events:
+            wire = event.wire()
+            runs += self.runs_for(event, wire, now)
+            resumes += await self._resumes_for(event, wire, now, taken)
+        run_ids = await self._store.ingest(events, runs, now, resumes=resumes, items=items, done=done)
+        if run_ids or resumes or items:
+            self._notify()
+        return run_ids
+
+    def runs_for(self, event: base.EventRecord, wire: dict[str, Any], now: int) -> list[base.NewRun]:
+        """The runs an event starts: one per function with a matching trigger (name and `expression`),
+        or, for an invocation, the invoked function whatever its triggers."""
+        if event.name == lifecycle.INVOKED:
+            target = self._functions.get(str(lifecycle.invoke_meta(wire).get("fn_id", "")))
+            return [self.new_run(target, event, wire, now)] if target is not None else []
         out = []
         for fn in self._functions.for_event(event.name):
-            out.append(base.NewRun(id=ids.new_ulid(now), function_slug=fn.slug, app_id=fn.app_id,
-                                   event_ids=(event.internal_id,), idempotency_key=f"{fn.slug}\x00{event.id}",
-                                   due_at=now))
+            if self._triggered(fn, event.name, wire, now):
+                out.append(self.new_run(fn, event, wire, now))
         return out
+
+    @staticmethod
+    def _triggered(fn: base.FunctionRecord, name: str, wire: dict[str, Any], now: int) -> bool:
+        for trig in fn.config.triggers:
+            if trig.event is None or not triggers.event_matches(trig.event, name):
+                continue
+            if trig.expression is None or expressions.compile(trig.expression).matches(event=wire, now_ms=now):
+                return True
+        return False
+
+    def new_run(self, fn: base.FunctionRecord, event: base.EventRecord, wire: dict[str, Any], now: int, *,
+                key: str | None = None) -> base.NewRun:
+        """A run of `fn` for `event`, with its cancel-on pauses and `timeouts` timers."""
+        run_id = ids.new_ulid(now)
+        timers = []
+        timeouts = fn.config.timeouts
+        if timeouts is not None and timeouts.start:
+            timers.append(base.NewItem(base.ItemKind.RUN_TIMEOUT, run_id,
+                                       now + _ms(protocol.parse_duration(timeouts.start)), {"which": "start"}))
+        if timeouts is not None and timeouts.finish:
+            timers.append(base.NewItem(base.ItemKind.RUN_TIMEOUT, run_id,
+                                       now + _ms(protocol.parse_duration(timeouts.finish)), {"which": "finish"}))
+        return base.NewRun(id=run_id, function_slug=fn.slug, app_id=fn.app_id, event_ids=(event.internal_id,),
+                           idempotency_key=key or f"{fn.slug}\x00{event.id}", due_at=now,
+                           pauses=waits.cancel_pauses(run_id, fn.config, wire, now), timers=tuple(timers))
+
+    async def _resumes_for(self, event: base.EventRecord, wire: dict[str, Any], now: int,
+                           taken: set[str]) -> list[base.Resume]:
+        """The pauses `event` resolves (each pause at most once, the oldest first)."""
+        store = self._store
+        keys = []
+        for path in await store.pause_index_paths(event.name):
+            value = expressions.index_values(wire, path)
+            if value is not None:
+                keys.append((path, value))
+        out = []
+        for pause in await store.find_pauses(event.name, keys):
+            if pause.id in taken or not waits.resolves(pause, wire, now):
+                continue
+            taken.add(pause.id)
+            ended: tuple[dict[str, Any], ...] = ()
+            if pause.kind == base.PauseKind.CANCEL:
+                ended = await self._ended_events(pause.run_id, f"cancelled by event {event.name!r}")
+            out.append(waits.resume(pause, wire, now, ended=ended))
+        if event.name == lifecycle.INVOKED:
+            # An invocation of a function that does not exist resolves the caller's pause with an error.
+            meta = lifecycle.invoke_meta(wire)
+            if self._functions.get(str(meta.get("fn_id", ""))) is None and meta.get("correlation_id"):
+                pause = await store.get_pause(str(meta["correlation_id"]))
+                if pause is not None and pause.id not in taken:
+                    taken.add(pause.id)
+                    error = {"name": "FunctionNotFound", "message": f"function {meta.get('fn_id')!r} is not synced"}
+                    out.append(waits.resume(pause, {"name": lifecycle.FINISHED, "data": {"error": error}}, now))
+        return out
+
+    async def _ended_events(self, run_id: str, reason: str) -> tuple[dict[str, Any], ...]:
+        """The lifecycle events of a run being cancelled (for its invoker and on-cancel listeners)."""
+        run = await self._store.get_run(run_id)
+        if run is None:
+            return ()
+        events = [e.wire() for e in await self._store.get_events(list(run.event_ids))]
+        return lifecycle.run_ended_events(run_id=run_id, function_slug=run.function_slug, events=events,
+                                          status=protocol.RunStatus.CANCELLED,
+                                          output={"name": "FunctionCancelled", "message": reason})
+
+
+def _ms(d: timedelta) -> int:
+    return int(d.total_seconds() * 1000)
 
 
 class EventTooLargeResult(Exception):

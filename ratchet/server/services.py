@@ -56,6 +56,7 @@ class Services:
             syncer=sync.Syncer(store, functions, transport, server_kind=cfg.kind),
             transport=transport,
         )
+        executor.ingestor = services.ingestor
         sched.start()
         return services
 

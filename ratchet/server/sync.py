@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 import time
 import urllib.parse
 import uuid
 from typing import Any
 
-import croniter
 import orjson
 import pydantic
 
 from ratchet import protocol
 from ratchet.server import registry
 from ratchet.server import transport as transport_mod
-from ratchet.server.engine import steps
+from ratchet.server.engine import cron, expressions, steps
 from ratchet.server.store import base
 
 log = logging.getLogger("ratchet.sync")
@@ -100,17 +100,29 @@ def _check_function(fn: protocol.FunctionConfig, where: str) -> None:
         if trig.event is not None and not trig.event.strip():
             raise RegistrationInvalid(f"{tw}.event: must be a non-empty string")
         if trig.cron is not None:
-            spec = trig.cron.strip()
-            if spec.startswith("TZ="):
-                spec = spec.split(None, 1)[1] if " " in spec else ""
-            if not croniter.croniter.is_valid(spec):
-                raise RegistrationInvalid(f"{tw}.cron: invalid cron expression {trig.cron!r}")
+            try:
+                cron.parse(trig.cron)
+            except cron.CronError as exc:
+                raise RegistrationInvalid(f"{tw}.cron: {exc}") from None
         _check_duration(trig.jitter, f"{tw}.jitter")
+        _check_expression(trig.expression, expressions.Kind.EVENT, fn.id, f"{tw}.expression")
     if fn.timeouts is not None:
         _check_duration(fn.timeouts.start, f"{where}.timeouts.start")
         _check_duration(fn.timeouts.finish, f"{where}.timeouts.finish")
     for j, cancel in enumerate(fn.cancel or []):
         _check_duration(cancel.timeout, f"{where}.cancel[{j}].timeout")
+        if not cancel.event.strip():
+            raise RegistrationInvalid(f"{where}.cancel[{j}].event: must be a non-empty string")
+        _check_expression(cancel.if_exp, expressions.Kind.MATCH, fn.id, f"{where}.cancel[{j}].if")
+
+
+def _check_expression(source: str | None, kind: expressions.Kind, fn_id: str, where: str) -> None:
+    if source is None:
+        return
+    try:
+        expressions.validate(source, kind)
+    except expressions.ExpressionError as exc:
+        raise RegistrationInvalid(f"{where}: function {fn_id!r}: {exc}") from None
 
 
 class Syncer:
@@ -137,8 +149,9 @@ class Syncer:
                              framework=req.framework, checksum=checksum, synced_at=now)
         fns = [base.FunctionRecord(slug=fn.id, app_id=app.id, name=fn.name or fn.id, config=fn,
                                    url=fn.url() or req.url) for fn in req.functions]
+        crons = cron.schedules(fns, now=now, rand=random.random())
         async with self._lock:
-            stored, changed = await self._store.sync_app(app, fns)
+            stored, changed = await self._store.sync_app(app, fns, crons)
             await self._functions.reload()
         log.info("synced app %s (%d functions) from %s", req.app_name, len(fns), req.url)
         return 200, {"ok": True, "modified": changed, "app_id": stored.id, "sync_id": str(uuid.uuid4())}

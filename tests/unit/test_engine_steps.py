@@ -30,7 +30,8 @@ def op(kind: str, **fields: object) -> dict[str, object]:
 
 
 def decide(c: steps.Call, r: steps.Reply | steps.NoReply, rand: float = 0.0) -> list[base.Command]:
-    return steps.decide(c, r, now=NOW, policy=POLICY, rand=rand)
+    """The decision without the lifecycle events a finished run emits (tested on their own below)."""
+    return [cmd for cmd in steps.decide(c, r, now=NOW, policy=POLICY, rand=rand) if not isinstance(cmd, base.Emit)]
 
 
 def test_200_completes_the_run_with_the_body_as_output() -> None:
@@ -45,7 +46,7 @@ def test_step_run_saves_data_wrapped_and_enqueues_discovery() -> None:
     out = decide(call(), reply(206, [op("StepRun", data="A")]))
     assert out == [
         base.SaveStep(A, "a", "StepRun", base.StepStatus.COMPLETED, {"data": "A"}, NOW - 5, NOW, 1),
-        base.Enqueue("step", NOW),
+        base.Enqueue("step", NOW, when_idle=True),
     ]
 
 
@@ -74,7 +75,7 @@ def test_step_error_retries_the_same_item_while_attempts_remain(
     else:
         assert out == [
             base.SaveStep(A, "a", "StepError", base.StepStatus.FAILED, {"error": err}, NOW - 5, NOW, attempt + 1),
-            base.Enqueue("step", NOW),
+            base.Enqueue("step", NOW, when_idle=True),
         ]
 
 
@@ -87,7 +88,7 @@ def test_step_failed_stores_the_error_and_runs_discovery() -> None:
     err = {"name": "ValueError", "message": "last"}
     out = decide(call(2, 3), reply(206, [op("StepFailed", error=err)]))
     assert out[0] == base.SaveStep(A, "a", "StepFailed", base.StepStatus.FAILED, {"error": err}, NOW - 5, NOW, 3)
-    assert out[1] == base.Enqueue("step", NOW)
+    assert out[1] == base.Enqueue("step", NOW, when_idle=True)
 
 
 def test_sleep_reads_the_wake_time_from_name_and_schedules_discovery_then() -> None:
@@ -184,7 +185,7 @@ def test_step_limit_fails_the_run() -> None:
     assert out[0] == base.FinishRun(protocol.RunStatus.FAILED,
                                     {"name": "StepLimitExceeded",
                                      "message": f"the run exceeded the limit of {steps.MAX_STEPS_PER_RUN} steps"},
-                                    error="step limit exceeded")
+                                    error=f"the run exceeded the limit of {steps.MAX_STEPS_PER_RUN} steps")
 
 
 def test_streaming_201_is_unwrapped() -> None:
@@ -216,3 +217,91 @@ def test_parse_retry_after(value: str | None, expected: int | None) -> None:
 
 def test_fixed_retry_interval_ignores_the_table() -> None:
     assert retry.RetryPolicy(fixed_s=0.2).delay_ms(7, 0.9) == 200
+
+
+# ------------------------------------------------------------------------------------------ issue 3 ops
+
+RUN = "01RUN"
+TRIGGER = {"name": "shop/order", "data": {"id": "o-1", "n": 2}, "id": "ev1", "ts": NOW}
+
+
+def run_call(**kw: object) -> steps.Call:
+    base_kw: dict[str, object] = {"target": "step", "attempt": 0, "max_attempts": 3, "step_count": 0,
+                                  "sent_at": NOW - 5, "run_id": RUN, "function_slug": "app-fn", "app_id": "app",
+                                  "events": (TRIGGER,)}
+    return steps.Call(**(base_kw | kw))  # type: ignore[arg-type]
+
+
+def test_a_finished_run_emits_function_finished_with_its_result() -> None:
+    out = steps.decide(run_call(), reply(200, {"ok": 1}), now=NOW, policy=POLICY, rand=0)
+    (emit,) = [c for c in out if isinstance(c, base.Emit)]
+    (finished,) = emit.events
+    assert finished["name"] == "inngest/function.finished"
+    assert finished["data"] == {"function_id": "app-fn", "run_id": RUN, "event": TRIGGER, "events": [TRIGGER],
+                                "result": {"ok": 1}, "_inngest": {"status": "COMPLETED"}}
+
+
+def test_a_failed_run_emits_function_failed_with_the_run_id_as_event_id() -> None:
+    body = {"name": "ValueError", "message": "bad", "stack": "tb", "code": "unknown"}
+    out = steps.decide(run_call(attempt=2), reply(500, body), now=NOW, policy=POLICY, rand=0)
+    (emit,) = [c for c in out if isinstance(c, base.Emit)]
+    by_name = {e["name"]: e for e in emit.events}
+    failed = by_name["inngest/function.failed"]
+    assert failed["id"] == RUN
+    assert failed["data"]["error"] == {"error": "invalid status code: 500", "name": "ValueError", "message": "bad",
+                                       "stack": "tb"}
+    assert failed["data"]["function_id"] == "app-fn" and failed["data"]["event"] == TRIGGER
+    assert by_name["inngest/function.finished"]["data"]["error"] == failed["data"]["error"]
+
+
+def test_step_planned_queues_targeted_calls_and_forces_planning() -> None:
+    b = protocol.step_hash("b")
+    out = decide(run_call(), reply(206, [op("StepPlanned"), {**op("StepPlanned"), "id": b}]))
+    assert out == [base.Enqueue(A, NOW), base.Enqueue(b, NOW), base.SetForceStepPlan(True)]
+
+
+def test_race_mode_is_carried_to_the_targeted_call_and_discovery_does_not_wait() -> None:
+    out = decide(run_call(), reply(206, [op("StepPlanned", opts={"parallelMode": "race"})]))
+    assert out == [base.Enqueue(A, NOW, race=True)]
+    done = decide(run_call(target=A, race=True), reply(206, [op("StepRun", data=1)]))
+    assert done[-1] == base.Enqueue("step", NOW, when_idle=False)
+
+
+def test_wait_for_event_records_a_waiting_step_and_an_indexed_pause() -> None:
+    out = decide(run_call(), reply(206, [op("WaitForEvent", name="shop/shipped",
+                                            opts={"if": "event.data.id == async.data.id", "timeout": "1h"})]))
+    save, create = out
+    assert isinstance(save, base.SaveStep) and save.status == base.StepStatus.WAITING
+    assert isinstance(create, base.CreatePause)
+    pause = create.pause
+    assert pause.id == f"{RUN}.{A}" and pause.kind == base.PauseKind.WAIT and pause.event_name == "shop/shipped"
+    assert pause.expires_at == NOW + 3_600_000
+    assert pause.expression is not None and "event." not in pause.expression  # the run's event is substituted
+    assert pause.index_path == "data.id"
+
+
+def test_wait_for_event_with_a_bad_expression_fails_the_step_not_the_server() -> None:
+    out = decide(run_call(), reply(206, [op("WaitForEvent", name="e", opts={"if": "async.data.id ==", "timeout": "1h"})]))
+    assert isinstance(out[0], base.SaveStep) and out[0].status == base.StepStatus.FAILED
+    assert "wait_for_event if" in out[0].memo["error"]["message"]
+
+
+def test_invoke_pauses_on_the_correlation_id_and_emits_the_invocation() -> None:
+    out = steps.decide(run_call(), reply(206, [op("InvokeFunction", opts={
+        "function_id": "app-child", "payload": {"data": {"k": 1}}, "timeout": "2m"})]), now=NOW, policy=POLICY, rand=0)
+    _save, create, emit = out
+    assert isinstance(create, base.CreatePause) and isinstance(emit, base.Emit)
+    assert create.pause.kind == base.PauseKind.INVOKE and create.pause.event_name == "inngest/function.finished"
+    assert create.pause.expires_at == NOW + 120_000
+    (event,) = emit.events
+    assert event["name"] == "inngest/function.invoked"
+    assert event["data"]["k"] == 1
+    assert event["data"]["_inngest"]["fn_id"] == "app-child"
+    assert event["data"]["_inngest"]["correlation_id"] == create.pause.id == f"{RUN}.{A}"
+
+
+def test_an_oversized_step_output_fails_the_run_clearly() -> None:
+    big = "x" * (steps.MAX_STEP_OUTPUT_BYTES + 10)
+    out = decide(run_call(), reply(206, [op("StepRun", data=big)]))
+    assert isinstance(out[0], base.FinishRun) and out[0].status == protocol.RunStatus.FAILED
+    assert out[0].output["name"] == "StepOutputTooLarge" and "'a'" in out[0].output["message"]

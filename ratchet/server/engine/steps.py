@@ -16,11 +16,13 @@ import orjson
 import pydantic
 
 from ratchet import protocol
-from ratchet.server.engine import retry
+from ratchet.server.engine import lifecycle, retry, waits
 from ratchet.server.store import base
 
 #: Most steps a run may record before it fails (protects the store from runaway loops).
 MAX_STEPS_PER_RUN = 1000
+#: Largest output one step may record.
+MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,11 +50,31 @@ class Call:
     max_attempts: int
     step_count: int  #: steps the run has recorded so far
     sent_at: int  #: when the call went out (ms)
+    run_id: str = ""
+    function_slug: str = ""
+    app_id: str = ""
+    events: tuple[dict[str, Any], ...] = ()  #: the run's triggering events (wire form)
+    race: bool = False  #: the targeted step belongs to a race-mode parallel group
 
 
 def decide(call: Call, reply: Reply | NoReply, *, now: int, policy: retry.RetryPolicy,
            rand: float) -> list[base.Command]:
-    """The commands that record `reply`. Never raises on bad input from the app: that fails or retries."""
+    """The commands that record `reply`. Never raises on bad input from the app: that fails or retries.
+
+    A decision that ends the run also emits the run's lifecycle events (`lifecycle.run_ended_events`).
+    """
+    commands = _decide(call, reply, now=now, policy=policy, rand=rand)
+    for cmd in commands:
+        if isinstance(cmd, base.FinishRun):
+            commands.append(base.Emit(lifecycle.run_ended_events(
+                run_id=call.run_id, function_slug=call.function_slug, events=list(call.events),
+                status=cmd.status, output=cmd.output)))
+            break
+    return commands
+
+
+def _decide(call: Call, reply: Reply | NoReply, *, now: int, policy: retry.RetryPolicy,
+            rand: float) -> list[base.Command]:
     if isinstance(reply, NoReply):
         return _function_error(call, {"name": "CallError", "message": reply.reason}, now=now, policy=policy,
                                rand=rand, no_retry=False, retry_after=None)
@@ -77,7 +99,8 @@ def decide(call: Call, reply: Reply | NoReply, *, now: int, policy: retry.RetryP
         except ValueError as exc:
             return _function_error(call, {"name": "ProtocolError", "message": str(exc)}, now=now, policy=policy,
                                    rand=rand, no_retry=False, retry_after=None)
-        return _on_ops(call, ops, now=now, policy=policy, rand=rand, no_retry=no_retry, retry_after=retry_after)
+        return _on_ops(call, ops, now=now, policy=policy, rand=rand, no_retry=no_retry, retry_after=retry_after,
+                       body_size=len(reply.body))
     error = _error_body(reply)
     return _function_error(call, error, now=now, policy=policy, rand=rand, no_retry=no_retry,
                            retry_after=retry_after)
@@ -129,7 +152,7 @@ def _error_dict(err: protocol.StepErrorBody | None) -> dict[str, Any]:
 
 
 def _on_ops(call: Call, ops: list[protocol.GeneratorOpcode], *, now: int, policy: retry.RetryPolicy,
-            rand: float, no_retry: bool, retry_after: int | None) -> list[base.Command]:
+            rand: float, no_retry: bool, retry_after: int | None, body_size: int) -> list[base.Command]:
     if not ops:
         return _function_error(call, {"name": "ProtocolError", "message": "206 reply with no opcodes"},
                                now=now, policy=policy, rand=rand, no_retry=False, retry_after=None)
@@ -137,13 +160,16 @@ def _on_ops(call: Call, ops: list[protocol.GeneratorOpcode], *, now: int, policy
     discover = False
     attempts = call.attempt + 1
     if call.step_count + len(ops) > MAX_STEPS_PER_RUN:
-        return [base.FinishRun(protocol.RunStatus.FAILED,
-                               {"name": "StepLimitExceeded",
-                                "message": f"the run exceeded the limit of {MAX_STEPS_PER_RUN} steps"},
-                               error="step limit exceeded")]
+        return _fail_run("StepLimitExceeded", f"the run exceeded the limit of {MAX_STEPS_PER_RUN} steps")
+    planned = 0
     for op in ops:
         kind = op.op
         if kind in (protocol.Opcode.STEP_RUN, protocol.Opcode.STEP):
+            # Measuring every output would cost a second serialization per step; only a large reply can
+            # hold a large output.
+            if body_size > MAX_STEP_OUTPUT_BYTES and len(orjson.dumps(op.data)) > MAX_STEP_OUTPUT_BYTES:
+                return _fail_run("StepOutputTooLarge", f"the output of step {_step_name(op)!r} is over the "
+                                 f"limit of {MAX_STEP_OUTPUT_BYTES} bytes")
             commands.append(base.SaveStep(op.id, _step_name(op), kind, base.StepStatus.COMPLETED,
                                           {"data": op.data}, call.sent_at, now, attempts))
             discover = True
@@ -154,21 +180,34 @@ def _on_ops(call: Call, ops: list[protocol.GeneratorOpcode], *, now: int, policy
             commands.append(base.SaveStep(op.id, _step_name(op), kind, base.StepStatus.FAILED,
                                           {"error": _error_dict(op.error)}, call.sent_at, now, attempts))
             discover = True
+        elif kind == protocol.Opcode.STEP_PLANNED:
+            race = (op.opts or {}).get("parallelMode") == "race"
+            commands.append(base.Enqueue(op.id, now, race=race))
+            planned += 1
         elif kind == protocol.Opcode.SLEEP:
             try:
                 wake = _wake_time(op, now)
             except ValueError as exc:
-                return [base.FinishRun(protocol.RunStatus.FAILED, {"name": "ProtocolError", "message": str(exc)},
-                                       error=str(exc))]
+                return _fail_run("ProtocolError", str(exc))
             commands.append(base.SaveStep(op.id, _step_name(op), kind, base.StepStatus.SLEEPING, None, now, wake))
             commands.append(base.Enqueue(protocol.DISCOVERY_STEP_ID, max(wake, now)))
+        elif kind == protocol.Opcode.WAIT_FOR_EVENT:
+            commands += waits.wait_for_event(call, op, now)
+        elif kind == protocol.Opcode.INVOKE_FUNCTION:
+            commands += waits.invoke(call, op, now)
         else:
-            message = f"opcode {kind!r} is not supported by this server yet"
-            return [base.FinishRun(protocol.RunStatus.FAILED, {"name": "UnsupportedOpcode", "message": message},
-                                   error=message)]
+            return _fail_run("UnsupportedOpcode", f"opcode {kind!r} is not supported by this server")
+    if planned and (planned > 1 or len(ops) > 1):
+        # Several ops at once: from now on the SDK must plan steps instead of running them inline.
+        commands.append(base.SetForceStepPlan(True))
     if discover:
-        commands.append(base.Enqueue(protocol.DISCOVERY_STEP_ID, now))
+        # WAIT mode: discovery once no planned step is pending; RACE: after every completion.
+        commands.append(base.Enqueue(protocol.DISCOVERY_STEP_ID, now, when_idle=not call.race))
     return commands
+
+
+def _fail_run(name: str, message: str) -> list[base.Command]:
+    return [base.FinishRun(protocol.RunStatus.FAILED, {"name": name, "message": message}, error=message)]
 
 
 def _wake_time(op: protocol.GeneratorOpcode, now: int) -> int:

@@ -259,6 +259,18 @@ class SqliteStore:
                                (internal_id,)).fetchone()
         return _event(row) if row else None
 
+    async def get_events(self, internal_ids: Sequence[str]) -> list[base.EventRecord]:
+        return self._events_txn(internal_ids)
+
+    def _events_txn(self, internal_ids: Sequence[str]) -> list[base.EventRecord]:
+        out = []
+        for eid in internal_ids:
+            row = self._db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE internal_id = ? ORDER BY seq LIMIT 1",
+                                   (eid,)).fetchone()
+            if row is not None:
+                out.append(_event(row))
+        return out
+
     async def list_events(self, *, name: str | None, limit: int, before: int | None = None
                           ) -> list[base.EventRecord]:
         where, args = [], []
@@ -333,12 +345,7 @@ class SqliteStore:
             run = _run(row)
             fn_row = db.execute("SELECT slug, app_id, name, config, url FROM functions WHERE slug = ?",
                                 (run.function_slug,)).fetchone()
-            events: list[base.EventRecord] = []
-            for eid in run.event_ids:
-                erow = db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE internal_id = ? ORDER BY seq LIMIT 1",
-                                  (eid,)).fetchone()
-                if erow is not None:
-                    events.append(_event(erow))
+            events = self._events_txn(run.event_ids)
             # A sleep is in the memo only once it is over; before that the SDK must still see it pending.
             memo = {h: _loads(m) for h, m in db.execute(
                 "SELECT hash, memo FROM steps WHERE run_id = ? AND (status IN ('completed', 'failed') "
