@@ -47,6 +47,8 @@ def create_app(cfg: config_mod.ServerConfig, *, store: base.Store | None = None,
         Route("/v1/events/{event_id}/runs", runs.event_runs, methods=["GET"]),
         Route("/v1/runs", runs.list_runs, methods=["GET"]),
         Route("/v1/runs/count", runs.count_runs, methods=["GET"]),
+        Route("/v1/runs/cancel", runs.bulk_cancel, methods=["POST"]),
+        Route("/v1/runs/{run_id}/cancel", runs.cancel_run, methods=["POST"]),
         Route("/v1/runs/{run_id}", runs.get_run, methods=["GET"]),
         Route("/v0/gql", gql.handle, methods=["POST"]),
     ]

@@ -103,8 +103,7 @@ class Executor:
                        ) -> tuple[tuple[base.QueueItem, ...], base.RunState | None]:
         """One call. `state` is the run as this node just wrote it (a follow-up item), else it is loaded."""
         if item.kind != base.ItemKind.CALL:
-            await self._timer(item)
-            return (), None
+            return await self._timer(item), None
         store = self._store
         now = _now_ms()
         if state is None:
@@ -139,16 +138,19 @@ class Executor:
             return (), None
         return applied.ready, _advance(state, commands, now)
 
-    async def _timer(self, item: base.QueueItem) -> None:
-        """Items that are not app calls: pause expiry, the outbox, cron ticks, run timeouts."""
+    async def _timer(self, item: base.QueueItem) -> tuple[base.QueueItem, ...]:
+        """Items that are not app calls: pause expiry, the outbox, cron ticks, run timeouts.
+
+        Returns the calls they queued that are due now (leased to this node, to run at once)."""
         store = self._store
         now = _now_ms()
         if item.kind == base.ItemKind.TIMEOUT:
             pause = await store.get_pause(str(item.payload))
             commands = waits.expire(pause, now) if pause is not None else []
             applied = await store.apply(item, self.owner, commands, now, self._lease_ms)
-            if applied.enqueued_future or applied.ready:
+            if applied.enqueued_future:
                 self._notify()
+            return applied.ready
         elif item.kind == base.ItemKind.EMIT:
             await self.ingestor.ingest_internal(list(item.payload or []), now, done=(item, self.owner))
         elif item.kind == base.ItemKind.CRON:
@@ -158,6 +160,7 @@ class Executor:
         else:
             log.error("dropping queue item %s of unknown kind %r", item.id, item.kind)
             await store.apply(item, self.owner, [], now, self._lease_ms)
+        return ()
 
     async def _run_timeout(self, item: base.QueueItem, now: int) -> None:
         """`timeouts.start`: cancel a run that has not started; `timeouts.finish`: one that has not ended."""

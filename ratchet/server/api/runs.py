@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ratchet import protocol
+from ratchet.server import cancellation
 from ratchet.server.api import error, json_response, services
 from ratchet.server.store import base
 
 MAX_LIMIT = 1000
+#: Most runs a bulk-cancel dry run counts.
+BULK_COUNT_LIMIT = 1_000_000
 
 
 def _limit(request: Request) -> int | Response:
@@ -122,3 +126,68 @@ async def get_run(request: Request) -> Response:
     now = protocol.now_ms()
     out["steps"] = [step_json(s, now) for s in await store.get_steps(run_id)]
     return json_response({"data": out})
+
+
+async def cancel_run(request: Request) -> Response:
+    """`POST /v1/runs/{id}/cancel`: 404 for an unknown run, 409 for one that has already ended."""
+    svc = services(request)
+    run_id = request.path_params["run_id"]
+    run = await svc.store.get_run(run_id)
+    if run is None:
+        return error(404, f"run {run_id!r} not found")
+    if run.status.is_terminal:
+        return error(409, f"run {run_id!r} has already ended ({run.status.value})")
+    await cancellation.cancel(svc.store, [run_id], "cancelled through the API", now=protocol.now_ms(),
+                              notify=svc.scheduler.notify)
+    updated = await svc.store.get_run(run_id)
+    assert updated is not None
+    return json_response({"data": run_json(updated)})
+
+
+def _time_ms(value: Any, field: str) -> int | None:
+    """A bound of a time range: integer ms since the epoch or an ISO-8601 timestamp; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(protocol.parse_time(value).timestamp() * 1000)
+        except ValueError:
+            pass
+    raise ValueError(f"{field}: must be milliseconds since the epoch or an ISO-8601 time, got {value!r}")
+
+
+async def bulk_cancel(request: Request) -> Response:
+    """`POST /v1/runs/cancel` with `{"function_id", "from"?, "to"?, "dry_run"?}`: cancel (or, with
+    `dry_run`, count) the function's runs that have not ended and were created in [from, to)."""
+    svc = services(request)
+    try:
+        body = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        return error(400, f"body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return error(400, "body must be a JSON object")
+    fn = body.get("function_id")
+    if not isinstance(fn, str) or not fn:
+        return error(400, "function_id: a non-empty string is required")
+    try:
+        start, end = _time_ms(body.get("from"), "from"), _time_ms(body.get("to"), "to")
+    except ValueError as exc:
+        return error(400, str(exc))
+    if not isinstance(body.get("dry_run", False), bool):
+        return error(400, "dry_run: must be true or false")
+    if body.get("dry_run"):
+        ids = await svc.store.active_run_ids(fn, created_from=start, created_to=end, limit=BULK_COUNT_LIMIT)
+        return json_response({"data": {"matched": len(ids), "cancelled": 0}})
+    total = 0
+    while True:
+        ids = await svc.store.active_run_ids(fn, created_from=start, created_to=end, limit=500)
+        if not ids:
+            break
+        done = await cancellation.cancel(svc.store, ids, "cancelled in bulk through the API",
+                                         now=protocol.now_ms(), notify=svc.scheduler.notify)
+        total += len(done)
+        if not done:
+            break
+    return json_response({"data": {"matched": total, "cancelled": total}})

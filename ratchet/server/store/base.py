@@ -200,7 +200,8 @@ class SaveStep:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Enqueue:
-    """Queue a call. `target` `step` (discovery) is never queued twice for a run.
+    """Queue a call, unless the same call is already queued (for discovery: queued and not started yet),
+    or the targeted step has already been recorded.
 
     `when_idle`: only if the run has no other calls or pauses in progress (parallel steps in the default
     WAIT mode); queuing it then also ends the run's parallel mode (`force_step_plan` back to false).
@@ -360,6 +361,11 @@ class Store(Protocol):
     async def cancel_runs(self, run_ids: Sequence[str], reason: str, now: int, emits: Mapping[str, Emit]) -> list[str]:
         """Cancel the runs that have not ended: status CANCELLED, their items and pauses removed, and
         `emits[run_id]` queued for each run cancelled. Returns the ids cancelled."""
+        ...
+
+    async def active_run_ids(self, function_slug: str, *, created_from: int | None = None,
+                             created_to: int | None = None, limit: int = 1000) -> list[str]:
+        """Ids of runs of the function that have not ended, created in [from, to), oldest first."""
         ...
 
     async def release_leases(self, owner: str | None = None) -> int:

@@ -428,6 +428,19 @@ class SqliteStore:
                                 (run_id,)).fetchall()
         return [_pause(r) for r in rows]
 
+    async def active_run_ids(self, function_slug: str, *, created_from: int | None = None,
+                             created_to: int | None = None, limit: int = 1000) -> list[str]:
+        sql = "SELECT id FROM runs WHERE function_slug = ? AND status IN ('QUEUED', 'RUNNING')"
+        args: list[Any] = [function_slug]
+        if created_from is not None:
+            sql += " AND created_at >= ?"
+            args.append(created_from)
+        if created_to is not None:
+            sql += " AND created_at < ?"
+            args.append(created_to)
+        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [r[0] for r in rows]
+
     async def cancel_runs(self, run_ids: Sequence[str], reason: str, now: int,
                           emits: Mapping[str, base.Emit]) -> list[str]:
         cancelled = []
@@ -527,9 +540,16 @@ class SqliteStore:
         Returns the item when it is due now and leased to `owner`, so the caller runs it at once.
         """
         db = self._db
-        if db.execute("SELECT 1 FROM queue WHERE run_id = ? AND kind = 'call' AND target = ? AND id != ? LIMIT 1",
-                      (run_id, cmd.target, this)).fetchone():
+        # A step call is not queued while one for the same step is queued or running. A discovery call is
+        # not queued while another one waits to start; one that is already running may have loaded the
+        # run before this change, so another is needed after it.
+        pending_only = " AND lease_owner IS NULL" if cmd.target == protocol.DISCOVERY_STEP_ID else ""
+        if db.execute("SELECT 1 FROM queue WHERE run_id = ? AND kind = 'call' AND target = ? AND id != ?"
+                      f"{pending_only} LIMIT 1", (run_id, cmd.target, this)).fetchone():
             return None
+        if cmd.target != protocol.DISCOVERY_STEP_ID and db.execute(
+                "SELECT 1 FROM steps WHERE run_id = ? AND hash = ?", (run_id, cmd.target)).fetchone():
+            return None  # a step re-planned after it finished (race mode) is not run again
         if cmd.when_idle:
             busy = db.execute(
                 "SELECT 1 FROM queue WHERE run_id = ? AND kind = 'call' AND id != ? AND target != ? "
