@@ -51,6 +51,7 @@ class Kind(enum.StrEnum):
 
 _VARIABLES = {Kind.EVENT: ("event", "vars"), Kind.MATCH: ("event", "async", "vars")}
 
+
 def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
