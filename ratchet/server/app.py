@@ -51,5 +51,7 @@ def create_app(cfg: config_mod.ServerConfig, *, store: base.Store | None = None,
         Route("/v1/runs/{run_id}/cancel", runs.cancel_run, methods=["POST"]),
         Route("/v1/runs/{run_id}", runs.get_run, methods=["GET"]),
         Route("/v0/gql", gql.handle, methods=["POST"]),
+        Route("/v0/runs/{run_id}/batch", runs.run_batch, methods=["GET"]),
+        Route("/v0/runs/{run_id}/actions", runs.run_actions, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -43,21 +43,27 @@ def call_url(function_url: str, fn_slug: str, target: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
-def build_request(state: base.RunState, item: base.QueueItem, *, max_attempts: int) -> dict[str, Any]:
+#: A call body larger than this is sent without its events and memo (`use_api`); the SDK then fetches
+#: them from `/v0/runs/{id}/batch` and `/v0/runs/{id}/actions`.
+MAX_INLINE_BODY_BYTES = 4 * 1024 * 1024
+
+
+def build_request(state: base.RunState, item: base.QueueItem, *, max_attempts: int,
+                  use_api: bool = False) -> dict[str, Any]:
     """The JSON body of a call (reference §2.1)."""
     events = [e.wire() for e in state.events]
     event = events[0] if events else {"name": "", "data": {}, "id": "", "ts": 0}
     stack = [h for h in state.run.stack if h in state.memo]
     return {
         "event": event,
-        "events": events,
-        "steps": {h: state.memo[h] for h in stack},
+        "events": [] if use_api else events,
+        "steps": {} if use_api else {h: state.memo[h] for h in stack},
         "ctx": {
             "run_id": state.run.id,
             "attempt": item.attempt,
             "max_attempts": max_attempts,
             "disable_immediate_execution": state.run.force_step_plan,
-            "use_api": False,
+            "use_api": use_api,
             "stack": {"stack": stack, "current": len(stack)},
             "fn_id": state.run.function_slug,
             "step_id": item.target,
@@ -65,8 +71,16 @@ def build_request(state: base.RunState, item: base.QueueItem, *, max_attempts: i
             "qi_id": str(item.id),
         },
         "version": protocol.REQUEST_VERSION,
-        "use_api": False,
+        "use_api": use_api,
     }
+
+
+def call_body(state: base.RunState, item: base.QueueItem, *, max_attempts: int) -> bytes:
+    """The serialized call, switching to `use_api` when the events and memo would make it too large."""
+    body = orjson.dumps(build_request(state, item, max_attempts=max_attempts))
+    if len(body) > MAX_INLINE_BODY_BYTES:
+        body = orjson.dumps(build_request(state, item, max_attempts=max_attempts, use_api=True))
+    return body
 
 
 class Executor:
@@ -120,7 +134,7 @@ class Executor:
         if state.run.status == protocol.RunStatus.QUEUED:
             await store.mark_running(item.run_id, now)
         max_attempts = state.function.config.max_attempts(self._cfg.default_retries)
-        body = orjson.dumps(build_request(state, item, max_attempts=max_attempts))
+        body = call_body(state, item, max_attempts=max_attempts)
         url = call_url(state.function.url, state.function.slug, item.target)
         sent_at = _now_ms()
         reply = await self._post(url, body, state.run.id, item)

@@ -298,3 +298,22 @@ async def test_bad_expressions_are_rejected_at_sync_naming_function_and_expressi
     assert resp.status_code == 502
     error = resp.json()["data"][0]["error"]
     assert "inproc-broken-expr" in error and "event.data.x >" in error
+
+
+async def test_large_memos_travel_through_use_api(stack: Stack) -> None:
+    @stack.client.function(id="bulky", trigger=ratchet.on_event("t/bulky"))
+    async def fn(ctx: ratchet.Context) -> int:
+        total = 0
+        for i in range(6):  # 6 x 1 MB of memo: over the 4 MiB inline limit by the last calls
+            total += len(await ctx.step.run(f"s{i}", lambda i=i: str(i) * 1_000_000))
+        return total
+
+    await stack.sync([fn])
+    run = await stack.wait_run(await stack.send("t/bulky"), timeout=20)
+    assert run["output"] == 6_000_000
+    run_id = run["id"]
+    actions = (await stack.api.get(f"/v0/runs/{run_id}/actions")).json()
+    assert len(actions) == 6 and all(len(v["data"]) == 1_000_000 for v in actions.values())
+    batch = (await stack.api.get(f"/v0/runs/{run_id}/batch")).json()
+    assert [e["name"] for e in batch] == ["t/bulky"]
+    assert (await stack.api.get("/v0/runs/nope/actions")).status_code == 404
