@@ -90,6 +90,46 @@ def sync(
         raise typer.Exit(1)
 
 
+@app.command()
+def cancel(
+    run_id: Annotated[str | None, typer.Argument(help="The run to cancel.")] = None,
+    function: Annotated[str | None, typer.Option("--function", help="Cancel this function's runs in bulk.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="Bulk: runs created at or after (ISO time).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Bulk: runs created before (ISO time).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Bulk: only count the runs.")] = False,
+    server: Annotated[str, typer.Option("--server", help="Ratchet server URL.")] = "http://127.0.0.1:8288",
+) -> None:
+    """Cancel one run, or (with --function) every run of a function that has not ended."""
+    if (run_id is None) == (function is None):
+        raise _fail("give either a RUN_ID or --function")
+    if run_id is not None and (start or end or dry_run):
+        raise _fail("--from, --to and --dry-run apply to --function only")
+    base = server.rstrip("/")
+    try:
+        if run_id is not None:
+            resp = httpx.post(f"{base}/v1/runs/{run_id}/cancel", timeout=30)
+        else:
+            body = {"function_id": function, "from": start, "to": end, "dry_run": dry_run}
+            resp = httpx.post(f"{base}/v1/runs/cancel", json={k: v for k, v in body.items() if v is not None},
+                              timeout=300)
+    except httpx.HTTPError as exc:
+        raise _fail(f"could not reach the server at {server}: {exc}") from None
+    try:
+        reply = resp.json()
+    except ValueError:
+        raise _fail(f"unexpected reply from {server} (status {resp.status_code})") from None
+    if resp.status_code >= 400:
+        typer.secho(f"error: {reply.get('error', resp.text)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    data = reply["data"]
+    if run_id is not None:
+        typer.echo(f"cancelled run {run_id}")
+    elif dry_run:
+        typer.echo(f"{data['matched']} run(s) would be cancelled")
+    else:
+        typer.echo(f"cancelled {data['cancelled']} run(s)")
+
+
 def main() -> None:
     app()
 

@@ -177,8 +177,13 @@ class Ingestor:
             if value is not None:
                 keys.append((path, value))
         out = []
+        incoming: expressions.Bindings | None = None  # converted once, only if some pause needs it
         for pause in await store.find_pauses(event.name, keys):
-            if pause.id in taken or not waits.resolves(pause, wire, now):
+            if pause.id in taken:
+                continue
+            if pause.expression is not None and incoming is None:
+                incoming = expressions.Bindings(async_=wire, now_ms=now)
+            if incoming is not None and not waits.resolves(pause, incoming):
                 continue
             taken.add(pause.id)
             ended: tuple[dict[str, Any], ...] = ()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import free_port, ratchet
+from tests.harness import free_port, ratchet, send_and_get_run, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,3 +52,33 @@ def test_sync_against_a_live_server(e2e) -> None:
     bad = ratchet("sync", dead_app, "--server", e2e.server.url, timeout=60)
     assert bad.returncode == 1, (bad.stdout, bad.stderr)
     assert f"failed {dead_app}" in bad.stderr, bad.stderr
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    ([], "RUN_ID or --function"),
+    (["r1", "--function", "f"], "RUN_ID or --function"),
+    (["r1", "--dry-run"], "--function only"),
+], ids=["nothing", "both", "dry-run-without-function"])
+def test_cancel_rejects_bad_input(args: list[str], needle: str) -> None:
+    result = ratchet("cancel", *args, timeout=20)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert needle in result.stderr, result.stderr
+
+
+def test_cancel_a_sleeping_run_and_in_bulk(e2e) -> None:
+    api = e2e.api
+    run_id = send_and_get_run(api, "e2e/sleep")
+    wait_until(lambda: any(s["id"] == "nap" for s in api.run(run_id)["steps"]), 10, "the run to sleep")
+    ok = ratchet("cancel", run_id, "--server", e2e.server.url, timeout=30)
+    assert ok.returncode == 0, (ok.stdout, ok.stderr)
+    assert api.run(run_id)["status"] == "CANCELLED"
+    again = ratchet("cancel", run_id, "--server", e2e.server.url, timeout=30)
+    assert again.returncode == 1 and "already ended" in again.stderr, (again.stdout, again.stderr)
+
+    others = [send_and_get_run(api, "e2e/sleep") for _ in range(2)]
+    fn = api.run(others[0])["function_id"]
+    dry = ratchet("cancel", "--function", fn, "--dry-run", "--server", e2e.server.url, timeout=30)
+    assert dry.returncode == 0 and "2 run(s) would be cancelled" in dry.stdout, (dry.stdout, dry.stderr)
+    bulk = ratchet("cancel", "--function", fn, "--server", e2e.server.url, timeout=30)
+    assert bulk.returncode == 0 and "cancelled 2 run(s)" in bulk.stdout, (bulk.stdout, bulk.stderr)
+    assert {api.run(r)["status"] for r in others} == {"CANCELLED"}

@@ -12,6 +12,7 @@ import pytest
 import ratchet
 from tests.integration.test_runs_inprocess import Stack, stack  # noqa: F401 - the fixture
 
+
 async def wait_status(s: Stack, event_id: str, status: str, timeout: float = 5.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -317,3 +318,40 @@ async def test_large_memos_travel_through_use_api(stack: Stack) -> None:
     batch = (await stack.api.get(f"/v0/runs/{run_id}/batch")).json()
     assert [e["name"] for e in batch] == ["t/bulky"]
     assert (await stack.api.get("/v0/runs/nope/actions")).status_code == 404
+
+
+def _cron_items(stack: Stack, slug: str) -> list[tuple[int, Any]]:
+    db = stack.server.state.services.store._db  # white-box: the SQLite store's connection
+    return [(due, payload) for due, payload in db.execute(
+        "SELECT due_at, payload FROM queue WHERE kind = 'cron' AND run_id = ?", (f"cron:{slug}",))]
+
+
+async def test_cron_fires_once_per_tick_and_resync_replaces_the_schedule(stack: Stack) -> None:
+    @stack.client.function(id="hourly", trigger=ratchet.on_cron("0 * * * *"))
+    async def fn(ctx: ratchet.Context) -> dict[str, Any]:
+        return {"name": ctx.event.name, "cron": ctx.event.data["cron"]}
+
+    await stack.sync([fn])
+    (due, _), = _cron_items(stack, "inproc-hourly")
+    assert due > time.time() * 1000 and due % 3_600_000 == 0  # the next full hour
+    # Make the tick due now (white-box: waiting an hour is not a test).
+    stack.server.state.services.store._db.execute(
+        "UPDATE queue SET due_at = ? WHERE kind = 'cron' AND run_id = 'cron:inproc-hourly'", (int(time.time() * 1000),))
+    stack.server.state.services.scheduler.notify()
+    deadline = time.monotonic() + 5
+    while not (runs := (await stack.api.get("/v1/runs", params={"function_id": "inproc-hourly"})).json()["data"]) \
+            or runs[0]["status"] != "COMPLETED":
+        assert time.monotonic() < deadline, runs
+        await asyncio.sleep(0.01)
+    assert len(runs) == 1
+    assert runs[0]["output"] == {"name": "inngest/scheduled.timer", "cron": "0 * * * *"}
+    (next_due, _), = _cron_items(stack, "inproc-hourly")
+    assert next_due > time.time() * 1000  # the following tick is queued, once
+
+    @stack.client.function(id="hourly", trigger=ratchet.on_cron("TZ=Europe/Paris 30 9 * * *"))
+    async def fn2(ctx: ratchet.Context) -> None:
+        return None
+
+    await stack.sync([fn2])
+    (due2, payload), = _cron_items(stack, "inproc-hourly")
+    assert payload is not None and "Europe/Paris" in payload and due2 != next_due

@@ -110,11 +110,11 @@ def invoke(call: Call, op: protocol.GeneratorOpcode, now: int) -> list[base.Comm
             base.CreatePause(pause), base.Emit((event,))]
 
 
-def resolves(pause: base.PauseRecord, event: dict[str, Any], now_ms: int) -> bool:
-    """Does `event` (already known to have the pause's event name) resolve the pause?"""
+def resolves(pause: base.PauseRecord, incoming: expressions.Bindings) -> bool:
+    """Does the incoming event (bound as `async`; its name is the pause's event name) resolve the pause?"""
     if pause.expression is None:
         return True
-    return expressions.compile(pause.expression).matches(async_=event, now_ms=now_ms)
+    return expressions.compile(pause.expression).matches(incoming)
 
 
 def resume(pause: base.PauseRecord, event: dict[str, Any], now: int, *,
