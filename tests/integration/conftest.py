@@ -16,6 +16,7 @@ import inspect
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from ratchet.server import ids
 from ratchet.server import services as services_mod
 from ratchet.server.app import create_app
 from ratchet.server.store import base
+from tests.integration import inprocess
 
 #: Where seeded apps "live": a port nothing listens on.
 DEAD_URL = "http://127.0.0.1:9/api/inngest"
@@ -187,3 +189,10 @@ async def api(server_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def seed(services: services_mod.Services) -> Seeder:
     return Seeder(services)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[inprocess.Stack]:
+    """The server and an app on Ratchet's SDK, in this process (see inprocess.py)."""
+    async with inprocess.start_stack(tmp_path) as s:
+        yield s

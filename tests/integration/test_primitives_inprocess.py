@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import ratchet
-from tests.integration.test_runs_inprocess import Stack, stack  # noqa: F401 - the fixture
+from tests.integration.inprocess import Stack
 
 
 async def wait_status(s: Stack, event_id: str, status: str, timeout: float = 5.0) -> dict[str, Any]:
