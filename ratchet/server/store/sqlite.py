@@ -58,6 +58,14 @@ def _loads(text: str | bytes | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
+def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A ` WHERE a AND b` clause of the conditions whose value is not None, and their arguments."""
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(sql for sql, _ in used), [value for _, value in used]
+
+
 def _run(row: tuple[Any, ...]) -> base.RunRecord:
     return base.RunRecord(
         id=row[0], function_slug=row[1], app_id=row[2], status=protocol.RunStatus(row[3]),
@@ -273,18 +281,9 @@ class SqliteStore:
 
     async def list_events(self, *, name: str | None, limit: int, before: int | None = None
                           ) -> list[base.EventRecord]:
-        where, args = [], []
-        if name is not None:
-            where.append("name = ?")
-            args.append(name)
-        if before is not None:
-            where.append("seq < ?")
-            args.append(before)
-        sql = f"SELECT {_EVENT_COLS} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        rows = self._db.execute(sql, (*args, limit)).fetchall()
+        where, args = _where(("name = ?", name), ("seq < ?", before))
+        rows = self._db.execute(f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY seq DESC LIMIT ?",
+                                (*args, limit)).fetchall()
         return [_event(r) for r in rows]
 
     async def runs_for_event(self, internal_id: str) -> list[base.RunRecord]:
@@ -299,32 +298,14 @@ class SqliteStore:
 
     async def list_runs(self, *, function_slug: str | None = None, status: str | None = None,
                         limit: int = 50, before: str | None = None) -> list[base.RunRecord]:
-        where, args = [], []
-        if function_slug is not None:
-            where.append("function_slug = ?")
-            args.append(function_slug)
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if before is not None:
-            where.append("id < ?")
-            args.append(before)
-        sql = f"SELECT {_RUN_COLS} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        return [_run(r) for r in self._db.execute(sql, (*args, limit)).fetchall()]
+        where, args = _where(("function_slug = ?", function_slug), ("status = ?", status), ("id < ?", before))
+        rows = self._db.execute(f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY id DESC LIMIT ?",
+                                (*args, limit)).fetchall()
+        return [_run(r) for r in rows]
 
     async def count_runs(self, *, function_slug: str | None = None, status: str | None = None) -> int:
-        where, args = [], []
-        if function_slug is not None:
-            where.append("function_slug = ?")
-            args.append(function_slug)
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        sql = "SELECT count(*) FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        return int(self._db.execute(sql, args).fetchone()[0])
+        where, args = _where(("function_slug = ?", function_slug), ("status = ?", status))
+        return int(self._db.execute(f"SELECT count(*) FROM runs{where}", args).fetchone()[0])
 
     async def get_steps(self, run_id: str) -> list[base.StepRecord]:
         rows = self._db.execute(f"SELECT {_STEP_COLS} FROM steps WHERE run_id = ? ORDER BY seq",
