@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from ratchet import protocol
 from ratchet.server.store import base
 
@@ -255,3 +259,340 @@ async def test_count_runs_by_status_and_function(store: base.Store) -> None:
     assert await store.count_runs(status="COMPLETED") == 0
     assert await store.count_runs(function_slug="app-f", status="QUEUED") == 3
     assert await store.count_runs(function_slug="nope") == 0
+
+
+# ------------------------------------------------------------------------------ pauses, timers, the outbox
+
+WAIT_EVENT = "e/wait"
+
+
+def pause(pid: str = "p1", run_id: str = "run1", *, kind: base.PauseKind = base.PauseKind.WAIT,
+          event_name: str = WAIT_EVENT, expires_at: int | None = None, index: tuple[str, str] | None = None,
+          created_at: int = NOW) -> base.PauseRecord:
+    path, value = index if index is not None else (None, None)
+    step = None if kind == base.PauseKind.CANCEL else f"h-{pid}"
+    return base.PauseRecord(id=pid, run_id=run_id, kind=kind, event_name=event_name,
+                            expression=None if index is None else f"async.{path} == {value}", created_at=created_at,
+                            expires_at=expires_at, step_hash=step, step_name=step, index_path=path, index_value=value)
+
+
+def waiting(p: base.PauseRecord) -> list[base.Command]:
+    """What the engine applies for a `wait_for_event` step: a WAITING step row and the pause."""
+    assert p.step_hash is not None
+    return [base.SaveStep(p.step_hash, p.step_hash, "WaitForEvent", base.StepStatus.WAITING, None, NOW, None),
+            base.CreatePause(p)]
+
+
+def resolved(p: base.PauseRecord, data: object, *, extra: tuple[base.Command, ...] = ()) -> base.Resume:
+    """What an event resolving `p` applies: consume it, complete its step, queue discovery (when idle)."""
+    assert p.step_hash is not None
+    return base.Resume(p.run_id, (base.ConsumePause(p.id),
+                                  base.SaveStep(p.step_hash, p.step_hash, "WaitForEvent", base.StepStatus.COMPLETED,
+                                                {"data": data}, NOW, NOW + 1),
+                                  base.Enqueue("step", NOW + 1, when_idle=True), *extra))
+
+
+async def test_create_pause_stores_it_and_queues_a_timeout_at_its_expiry(store: base.Store) -> None:
+    item = await started(store)
+    p = pause(expires_at=NOW + 5000)
+    applied = await store.apply(item, OWNER, waiting(p), NOW, LEASE)
+    assert applied.accepted and applied.ready == () and applied.enqueued_future
+    assert await store.get_pause("p1") == p
+    assert await store.get_pause("nope") is None
+    assert await store.pauses_for_run("run1") == [p]
+    assert [s.status for s in await store.get_steps("run1")] == [base.StepStatus.WAITING]
+    assert await store.next_due_at() == NOW + 5000
+    assert await store.claim_due(NOW + 4999, 10, OWNER, LEASE) == []
+    timeouts = await store.claim_due(NOW + 5000, 10, OWNER, LEASE)
+    assert [(i.kind, i.run_id, i.payload) for i in timeouts] == [(base.ItemKind.TIMEOUT, "run1", "p1")]
+
+
+async def test_a_pause_without_expiry_queues_nothing(store: base.Store) -> None:
+    item = await started(store)
+    applied = await store.apply(item, OWNER, waiting(pause()), NOW, LEASE)
+    assert applied.accepted and applied.ready == ()
+    assert await store.next_due_at() is None
+
+
+async def test_consume_pause_first_event_wins_and_skips_the_rest(store: base.Store) -> None:
+    item = await started(store)
+    p = pause(expires_at=NOW + 5000)
+    await store.apply(item, OWNER, waiting(p), NOW, LEASE)
+    await store.ingest([], [], NOW + 1, resumes=[resolved(p, "first")])
+    # A second event (or the timeout) comes too late: none of its commands apply, not even ones about
+    # other steps.
+    late = resolved(p, "second", extra=(save("hx", "X"), base.Enqueue("hy", NOW + 1)))
+    await store.ingest([], [], NOW + 2, resumes=[late])
+    assert await store.get_pause("p1") is None
+    steps = await store.get_steps("run1")
+    assert [(s.hash, s.status, s.memo) for s in steps] == [("h-p1", base.StepStatus.COMPLETED, {"data": "first"})]
+    # one discovery call, and the pause's timeout item went with the pause
+    items = await store.claim_due(NOW + 10_000, 10, OWNER, LEASE)
+    assert [(i.kind, i.target) for i in items] == [(base.ItemKind.CALL, "step")]
+
+
+async def test_a_resume_on_a_finished_run_applies_nothing(store: base.Store) -> None:
+    item = await started(store)
+    await store.apply(item, OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW, LEASE)
+    await store.ingest([], [], NOW + 1, resumes=[base.Resume("run1", (save("h1", "A"), base.Enqueue("step", NOW)))])
+    assert await store.get_steps("run1") == []
+    assert await store.claim_due(NOW + 1, 10, OWNER, LEASE) == []
+    run = await store.get_run("run1")
+    assert run is not None and run.status == protocol.RunStatus.COMPLETED and run.stack == ()
+
+
+async def waits_for(store: base.Store, pauses: list[base.PauseRecord]) -> None:
+    """Start run1 with `pauses` (as a new run's cancel-on pauses are stored)."""
+    await store.sync_app(app_record(), [fn_record()])
+    run = dataclasses.replace(new_run(), pauses=tuple(pauses))
+    await store.ingest([event()], [run], NOW)
+
+
+async def test_find_pauses_returns_unindexed_ones_and_only_the_keys_asked(store: base.Store) -> None:
+    anyone = pause("p-any", created_at=NOW)
+    a = pause("p-a", index=("data.id", '"a"'), created_at=NOW + 1)
+    b = pause("p-b", index=("data.id", '"b"'), created_at=NOW + 2)
+    other_path = pause("p-x", index=("data.x", '"a"'), created_at=NOW + 3)
+    other_event = pause("p-other", event_name="e/other", created_at=NOW + 4)
+    await waits_for(store, [b, other_event, a, other_path, anyone])
+    assert await store.find_pauses(WAIT_EVENT, []) == [anyone]
+    assert await store.find_pauses(WAIT_EVENT, [("data.id", '"a"')]) == [anyone, a]
+    assert await store.find_pauses(WAIT_EVENT, [("data.id", '"b"'), ("data.x", '"a"')]) == [anyone, b, other_path]
+    assert await store.find_pauses(WAIT_EVENT, [("data.id", '"zzz"')]) == [anyone]
+    assert await store.find_pauses("e/other", [("data.id", '"a"')]) == [other_event]
+    assert await store.find_pauses("e/none", []) == []
+
+
+async def test_pause_index_paths_are_the_distinct_paths_for_the_event_name(store: base.Store) -> None:
+    await waits_for(store, [pause("p1", index=("data.id", '"a"')), pause("p2", index=("data.id", '"b"')),
+                            pause("p3", index=("data.x", "1")), pause("p4"),
+                            pause("p5", event_name="e/other", index=("data.y", "2")),
+                            pause("p6", event_name="e/plain")])
+    assert sorted(await store.pause_index_paths(WAIT_EVENT)) == ["data.id", "data.x"]
+    assert await store.pause_index_paths("e/other") == ["data.y"]
+    assert await store.pause_index_paths("e/plain") == []  # unindexed pauses have no path
+
+
+# ------------------------------------------------------------------------------ enqueue rules
+
+
+async def test_enqueue_does_not_queue_a_targeted_call_twice_while_queued_or_leased(store: base.Store) -> None:
+    item = await started(store)
+    applied = await store.apply(item, OWNER, [base.Enqueue("h1", NOW + 1000), base.Enqueue("h1", NOW + 1000)],
+                                NOW, LEASE)
+    assert applied.accepted and applied.ready == ()
+    await store.ingest([], [], NOW, resumes=[base.Resume("run1", (base.Enqueue("h1", NOW + 1000),))])
+    claimed = await store.claim_due(NOW + 1000, 10, OWNER, LEASE)
+    assert [i.target for i in claimed] == ["h1"]  # one, however often it was asked for
+    # while it is running (leased), asking again queues nothing either
+    await store.ingest([], [], NOW + 1000, resumes=[base.Resume("run1", (base.Enqueue("h1", NOW + 1000),))])
+    assert await store.claim_due(NOW + 1000, 10, "node-b", LEASE) == []
+
+
+async def test_enqueue_never_queues_a_step_already_recorded(store: base.Store) -> None:
+    item = await started(store)
+    applied = await store.apply(item, OWNER, [save("h1", "A"), base.Enqueue("h1", NOW), base.Enqueue("step", NOW)],
+                                NOW, LEASE)
+    assert [i.target for i in applied.ready] == ["step"]
+    await store.ingest([], [], NOW, resumes=[base.Resume("run1", (base.Enqueue("h1", NOW),))])
+    assert await store.claim_due(NOW + LEASE - 1, 10, "node-b", LEASE) == []
+
+
+async def test_discovery_is_not_queued_twice_while_one_waits_unleased(store: base.Store) -> None:
+    await store.ingest([event()], [new_run()], NOW)
+    await store.ingest([], [], NOW, resumes=[base.Resume("run1", (base.Enqueue("step", NOW),))])
+    claimed = await store.claim_due(NOW, 10, OWNER, LEASE)
+    assert [i.target for i in claimed] == ["step"]
+
+
+async def test_discovery_is_queued_again_while_one_is_running(store: base.Store) -> None:
+    item = await started(store)  # discovery leased: it may have loaded the run before this change
+    await store.ingest([], [], NOW, resumes=[base.Resume("run1", (base.Enqueue("step", NOW),))])
+    claimed = await store.claim_due(NOW, 10, "node-b", LEASE)
+    assert [(i.target, i.lease_owner) for i in claimed] == [("step", "node-b")]
+    assert claimed[0].id != item.id
+
+
+async def parallel(store: base.Store, targets: list[str], extra: list[base.Command] | None = None
+                   ) -> list[base.QueueItem]:
+    """Discovery plans parallel steps (force_step_plan on); returns their calls, leased to OWNER."""
+    item = await started(store)
+    commands: list[base.Command] = [base.SetForceStepPlan(True), *(base.Enqueue(t, NOW) for t in targets),
+                                    *(extra or [])]
+    applied = await store.apply(item, OWNER, commands, NOW, LEASE)
+    assert [i.target for i in applied.ready] == targets
+    run = await store.get_run("run1")
+    assert run is not None and run.force_step_plan
+    return list(applied.ready)
+
+
+async def test_when_idle_skips_while_another_call_is_in_progress_then_clears_force_step_plan(
+        store: base.Store) -> None:
+    h1, h2 = await parallel(store, ["h1", "h2"])
+    first = await store.apply(h1, OWNER, [save("h1", 1), base.Enqueue("step", NOW, when_idle=True)], NOW, LEASE)
+    assert first.accepted and first.ready == ()  # h2 still running
+    run = await store.get_run("run1")
+    assert run is not None and run.force_step_plan
+    last = await store.apply(h2, OWNER, [save("h2", 2), base.Enqueue("step", NOW, when_idle=True)], NOW, LEASE)
+    assert [i.target for i in last.ready] == ["step"]
+    run = await store.get_run("run1")
+    assert run is not None and not run.force_step_plan
+
+
+@pytest.mark.parametrize("kind", [base.PauseKind.WAIT, base.PauseKind.INVOKE])
+async def test_when_idle_skips_while_a_wait_or_invoke_pause_exists(store: base.Store, kind: base.PauseKind) -> None:
+    p = pause(kind=kind)
+    (h1,) = await parallel(store, ["h1"], waiting(p))
+    applied = await store.apply(h1, OWNER, [save("h1", 1), base.Enqueue("step", NOW, when_idle=True)], NOW, LEASE)
+    assert applied.accepted and applied.ready == ()
+    assert await store.claim_due(NOW, 10, OWNER, LEASE) == []
+    # the pause resolving is the last thing in progress: now discovery is queued
+    await store.ingest([], [], NOW + 1, resumes=[resolved(p, "ev")])
+    claimed = await store.claim_due(NOW + 1, 10, OWNER, LEASE)
+    assert [i.target for i in claimed] == ["step"]
+    run = await store.get_run("run1")
+    assert run is not None and not run.force_step_plan
+
+
+async def test_when_idle_is_not_held_up_by_a_cancel_pause(store: base.Store) -> None:
+    await waits_for(store, [pause("c1", kind=base.PauseKind.CANCEL, event_name="e/cancel")])
+    (item,) = await store.claim_due(NOW, 10, OWNER, LEASE)
+    applied = await store.apply(item, OWNER, [save("h1", 1), base.Enqueue("step", NOW, when_idle=True)], NOW, LEASE)
+    assert [i.target for i in applied.ready] == ["step"]
+
+
+# ------------------------------------------------------------------------------ ending runs
+
+
+async def test_emit_queues_an_emit_item_that_survives_finish_run(store: base.Store) -> None:
+    item = await started(store)
+    finished = {"name": "inngest/function.finished", "data": {"run_id": "run1"}}
+    applied = await store.apply(item, OWNER, [base.Emit((finished,)),
+                                              base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW, LEASE)
+    assert applied.accepted and applied.enqueued_future
+    claimed = await store.claim_due(NOW, 10, OWNER, LEASE)
+    assert [(i.kind, i.run_id, i.payload) for i in claimed] == [(base.ItemKind.EMIT, "run1", [finished])]
+
+
+async def test_finish_run_removes_the_runs_pauses_and_pending_items(store: base.Store) -> None:
+    await store.sync_app(app_record(), [fn_record()])
+    run = dataclasses.replace(new_run(), pauses=(pause("c1", kind=base.PauseKind.CANCEL, expires_at=NOW + 9000),),
+                              timers=(base.NewItem(base.ItemKind.RUN_TIMEOUT, "run1", NOW + 8000, {"which": "finish"}),))
+    other = dataclasses.replace(new_run("run2"), pauses=(pause("c2", "run2", kind=base.PauseKind.CANCEL),))
+    await store.ingest([event()], [run, other], NOW)
+    items = {i.run_id: i for i in await store.claim_due(NOW, 10, OWNER, LEASE)}
+    applied = await store.apply(items["run1"], OWNER, [*waiting(pause("w1", expires_at=NOW + 7000)),
+                                                       base.Enqueue("h1", NOW + 6000)], NOW, LEASE)
+    assert applied.accepted
+    assert len(await store.pauses_for_run("run1")) == 2
+    await store.ingest([], [], NOW + 1, resumes=[base.Resume("run1", (base.FinishRun(protocol.RunStatus.FAILED,
+                                                                                     None),))])
+    assert await store.pauses_for_run("run1") == []
+    # only run2's call is left (its lease ran out); run1's timers, timeouts and calls are gone
+    claimed = await store.claim_due(NOW + 60_000, 10, "node-b", LEASE)
+    assert [(i.run_id, i.kind, i.target) for i in claimed] == [("run2", base.ItemKind.CALL, "step")]
+    # the other run keeps its pause
+    assert [p.id for p in await store.pauses_for_run("run2")] == ["c2"]
+
+
+async def test_ingest_with_done_deletes_the_item_in_the_same_transaction(store: base.Store) -> None:
+    item = await started(store)
+    tick = base.NewItem(base.ItemKind.RUN_TIMEOUT, "run1", NOW + 100, {"which": "finish"})
+    assert await store.ingest([event("ev2")], [new_run("run2", "ev2")], NOW, items=[tick],
+                              done=(item, OWNER)) == ["run2"]
+    assert await store.get_event("ev2") is not None
+    claimed = await store.claim_due(NOW + LEASE, 10, "node-b", LEASE)  # long after run1's call lease ran out
+    assert sorted((i.run_id, i.kind) for i in claimed) == [("run1", base.ItemKind.RUN_TIMEOUT),
+                                                            ("run2", base.ItemKind.CALL)]
+
+
+async def test_ingest_with_done_no_longer_held_by_the_owner_does_nothing(store: base.Store) -> None:
+    item = await started(store)
+    tick = base.NewItem(base.ItemKind.RUN_TIMEOUT, "run1", NOW + 100, {"which": "finish"})
+    assert await store.ingest([event("ev2")], [new_run("run2", "ev2")], NOW, items=[tick],
+                              resumes=[base.Resume("run1", (save("h1", "A"),))], done=(item, "node-b")) == []
+    assert await store.get_event("ev2") is None
+    assert await store.get_run("run2") is None
+    assert await store.get_steps("run1") == []
+    claimed = await store.claim_due(NOW + LEASE, 10, "node-b", LEASE)
+    assert [(i.id, i.kind) for i in claimed] == [(item.id, base.ItemKind.CALL)]  # still there, nothing added
+
+
+async def test_cancel_runs_cancels_only_runs_not_ended_and_queues_their_emits(store: base.Store) -> None:
+    await store.ingest([event()], [new_run(r) for r in ("r1", "r2", "r3")], NOW)
+    items = {i.run_id: i for i in await store.claim_due(NOW, 10, OWNER, LEASE)}
+    await store.apply(items["r3"], OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 3)], NOW, LEASE)
+    e1 = {"name": "inngest/function.cancelled", "data": {"run_id": "r1"}}
+    e3 = {"name": "inngest/function.cancelled", "data": {"run_id": "r3"}}
+    cancelled = await store.cancel_runs(["r1", "r3", "missing"], "stopped", NOW + 5,
+                                        {"r1": base.Emit((e1,)), "r3": base.Emit((e3,))})
+    assert cancelled == ["r1"]
+    r1, r2, r3 = [await store.get_run(r) for r in ("r1", "r2", "r3")]
+    assert r1 is not None and (r1.status, r1.error, r1.ended_at) == (protocol.RunStatus.CANCELLED, "stopped", NOW + 5)
+    assert r2 is not None and r2.status == protocol.RunStatus.RUNNING
+    assert r3 is not None and r3.status == protocol.RunStatus.COMPLETED and r3.output == 3
+    # r1's call is gone and its emit is queued; nothing for r3; r2's call is still leased
+    claimed = await store.claim_due(NOW + 5, 10, OWNER, LEASE)
+    assert [(i.run_id, i.kind, i.payload) for i in claimed] == [("r1", base.ItemKind.EMIT, [e1])]
+    assert await store.apply(items["r1"], OWNER, [save("h1", "A")], NOW + 6, LEASE) == base.Applied(accepted=False)
+
+
+async def test_active_run_ids_filters_by_function_status_and_created_range(store: base.Store) -> None:
+    g = dataclasses.replace(new_run("r0-g"), function_slug="app-g")
+    await store.ingest([event()], [new_run("r1"), g], NOW)
+    await store.ingest([], [new_run("r2")], NOW + 10)
+    await store.ingest([], [new_run("r3")], NOW + 20)
+    await store.ingest([], [new_run("r4")], NOW + 30)
+    items = {i.run_id: i for i in await store.claim_due(NOW + 30, 10, OWNER, LEASE)}
+    await store.apply(items["r2"], OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, None)], NOW + 30, LEASE)
+    await store.cancel_runs(["r4"], "stop", NOW + 30, {})
+    assert await store.active_run_ids("app-f") == ["r1", "r3"]
+    assert await store.active_run_ids("app-g") == ["r0-g"]
+    assert await store.active_run_ids("app-f", created_from=NOW + 10) == ["r3"]
+    assert await store.active_run_ids("app-f", created_to=NOW + 20) == ["r1"]  # the end is exclusive
+    assert await store.active_run_ids("app-f", created_from=NOW + 1, created_to=NOW + 19) == []
+    assert await store.active_run_ids("app-f", limit=1) == ["r1"]
+    assert await store.active_run_ids("nope") == []
+
+
+def cron_item(due: int, slug: str = "app-f", spec: str = "* * * * *") -> base.NewItem:
+    return base.NewItem(base.ItemKind.CRON, f"cron:{slug}", due, {"function": slug, "cron": spec})
+
+
+async def test_sync_app_replaces_the_apps_cron_items_only_when_the_app_changed(store: base.Store) -> None:
+    await store.sync_app(app_record(), [fn_record()], crons=[cron_item(NOW + 60_000)])
+    assert await store.next_due_at() == NOW + 60_000
+    _, changed = await store.sync_app(app_record(), [fn_record()], crons=[cron_item(NOW + 120_000, spec="*/2 * * * *")])
+    assert not changed and await store.next_due_at() == NOW + 60_000  # same checksum: the tick stays
+    _, changed = await store.sync_app(app_record(checksum="c2"), [fn_record()],
+                                      crons=[cron_item(NOW + 120_000, spec="*/2 * * * *")])
+    assert changed
+    claimed = await store.claim_due(NOW + 120_000, 10, OWNER, LEASE)
+    assert [(i.kind, i.run_id, i.due_at, i.payload) for i in claimed] == [
+        (base.ItemKind.CRON, "cron:app-f", NOW + 120_000, {"function": "app-f", "cron": "*/2 * * * *"})]
+    _, changed = await store.sync_app(app_record(checksum="c3"), [fn_record()], crons=[])
+    assert changed and await store.next_due_at() is None  # schedule removed: its leased tick goes too
+
+
+async def test_sync_app_leaves_other_apps_cron_items_alone(store: base.Store) -> None:
+    await store.sync_app(app_record(), [fn_record()], crons=[cron_item(NOW + 60_000)])
+    await store.sync_app(app_record("other", app_id="app-2"), [fn_record("other-f", app_id="app-2")],
+                         crons=[cron_item(NOW + 30_000, slug="other-f")])
+    await store.sync_app(app_record(checksum="c2"), [fn_record()], crons=[])
+    claimed = await store.claim_due(NOW + 60_000, 10, OWNER, LEASE)
+    assert [i.run_id for i in claimed] == ["cron:other-f"]
+
+
+async def test_one_cron_tick_per_function_and_due_time(store: base.Store) -> None:
+    await store.ingest([], [], NOW, items=[cron_item(NOW + 1000), cron_item(NOW + 1000), cron_item(NOW + 2000),
+                                           cron_item(NOW + 1000, slug="app-g")])
+    await store.ingest([], [], NOW, items=[cron_item(NOW + 1000)])  # a retried tick queues the next one again
+    claimed = await store.claim_due(NOW + 2000, 10, OWNER, LEASE)
+    assert sorted((i.run_id, i.due_at) for i in claimed) == [
+        ("cron:app-f", NOW + 1000), ("cron:app-f", NOW + 2000), ("cron:app-g", NOW + 1000)]
+
+
+async def test_get_events_keeps_the_order_asked_and_leaves_out_missing_ones(store: base.Store) -> None:
+    await store.ingest([event(f"ev{i}") for i in range(3)], [], NOW)
+    got = await store.get_events(["ev2", "missing", "ev0", "ev1"])
+    assert [e.internal_id for e in got] == ["ev2", "ev0", "ev1"]
