@@ -150,6 +150,10 @@ class Executor:
             self._notify()
         if not applied.accepted or not applied.ready:
             return (), None
+        if state.run.force_step_plan or any(isinstance(c, base.SetForceStepPlan) for c in commands):
+            # Parallel steps: other calls of this run may have recorded steps (and ended parallel mode)
+            # since `state` was loaded, so a follow-up call loads the run again.
+            return applied.ready, None
         return applied.ready, _advance(state, commands, now)
 
     async def _timer(self, item: base.QueueItem) -> tuple[base.QueueItem, ...]:

@@ -163,6 +163,34 @@ async def test_parallel_steps_each_run_once(stack: Stack, mode: ratchet.Parallel
     assert sorted(s["id"] for s in run["steps"]) == ["a", "after", "b", "c"]
 
 
+async def test_parallel_steps_finishing_out_of_order_end_the_group_with_every_result(stack: Stack) -> None:
+    """Regression: the call that finishes last loaded the run before the others recorded their steps, so
+    its follow-up discovery must load the run again (a stale memo re-planned finished steps and stalled)."""
+    ran: list[str] = []
+    calls: list[bool] = []
+
+    async def body(name: str, delay: float) -> str:
+        await asyncio.sleep(delay)  # the calls overlap; "slow" ends last
+        ran.append(name)
+        return name.upper()
+
+    @stack.client.function(id="overlap", trigger=ratchet.on_event("t/overlap"))
+    async def fn(ctx: ratchet.Context) -> Any:
+        calls.append(True)
+        results = await ctx.group.parallel((lambda: ctx.step.run("slow", body, "slow", 0.3),
+                                            lambda: ctx.step.run("fast", body, "fast", 0.0),
+                                            lambda: ctx.step.run("mid", body, "mid", 0.1)))
+        after = await ctx.step.run("after", body, "after", 0.0)
+        return [list(results), after]
+
+    await stack.sync([fn])
+    run = await stack.wait_run(await stack.send("t/overlap"), timeout=5)
+    assert run["output"] == [["SLOW", "FAST", "MID"], "AFTER"]
+    assert ran == ["fast", "mid", "slow", "after"]
+    # plan, three targeted calls, a discovery that runs "after" at once (parallel mode over), the final call
+    assert len(calls) == 6
+
+
 async def test_send_event_ids_are_the_step_result(stack: Stack) -> None:
     @stack.client.function(id="sender", trigger=ratchet.on_event("t/sender"))
     async def fn(ctx: ratchet.Context) -> list[str]:
