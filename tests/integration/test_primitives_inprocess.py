@@ -191,6 +191,27 @@ async def test_parallel_steps_finishing_out_of_order_end_the_group_with_every_re
     assert len(calls) == 6
 
 
+async def test_a_group_ended_by_a_wait_plans_the_next_step_before_calling_it(stack: Stack) -> None:
+    """As in Inngest: a pause's resume (here a wait's timeout) does not end parallel mode, so discovery
+    plans "after" and a targeted call runs it; a step's completion does end it (the call after "after")."""
+    calls: list[bool] = []
+
+    @stack.client.function(id="group-wait", trigger=ratchet.on_event("t/group-wait"))
+    async def fn(ctx: ratchet.Context) -> Any:
+        calls.append(True)
+        results = await ctx.group.parallel((
+            lambda: ctx.step.wait_for_event("w", event="t/never", timeout=timedelta(milliseconds=300)),
+            lambda: ctx.step.run("a", lambda: "A")))
+        after = await ctx.step.run("after", lambda: "AFTER")
+        return [list(results), after]
+
+    await stack.sync([fn])
+    run = await stack.wait_run(await stack.send("t/group-wait"), timeout=5)
+    assert run["output"] == [[None, "A"], "AFTER"]
+    # plan, "a", discovery planning "after", "after", the final call
+    assert len(calls) == 5
+
+
 async def test_send_event_ids_are_the_step_result(stack: Stack) -> None:
     @stack.client.function(id="sender", trigger=ratchet.on_event("t/sender"))
     async def fn(ctx: ratchet.Context) -> list[str]:

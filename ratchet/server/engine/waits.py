@@ -117,6 +117,14 @@ def resolves(pause: base.PauseRecord, incoming: expressions.Bindings) -> bool:
     return expressions.compile(pause.expression).matches(incoming)
 
 
+def _discovery_after_pause(now: int) -> base.Enqueue:
+    """Discovery once the run is idle. Unlike a step's completion, a pause's does not end parallel mode
+    (Inngest's executor resets ForceStepPlan only for steps): after a group whose last step was a wait or
+    an invoke, the next step is planned, then called (the official SDK's parallel_mode_default test
+    expects those 7 calls)."""
+    return base.Enqueue(protocol.DISCOVERY_STEP_ID, now, when_idle=True, end_parallel=False)
+
+
 def resume(pause: base.PauseRecord, event: dict[str, Any], now: int, *,
            ended: tuple[dict[str, Any], ...] = ()) -> base.Resume:
     """The commands an event that resolves `pause` applies to its run.
@@ -143,7 +151,7 @@ def resume(pause: base.PauseRecord, event: dict[str, Any], now: int, *,
         memo, status, op = event, base.StepStatus.COMPLETED, protocol.Opcode.WAIT_FOR_EVENT
     save = base.SaveStep(pause.step_hash, pause.step_name or pause.step_hash, op, status, memo,
                          pause.created_at, now)
-    return base.Resume(pause.run_id, (consume, save, base.Enqueue(protocol.DISCOVERY_STEP_ID, now, when_idle=True)))
+    return base.Resume(pause.run_id, (consume, save, _discovery_after_pause(now)))
 
 
 def expire(pause: base.PauseRecord, now: int) -> list[base.Command]:
@@ -158,7 +166,7 @@ def expire(pause: base.PauseRecord, now: int) -> list[base.Command]:
     else:
         save = base.SaveStep(pause.step_hash, pause.step_name or pause.step_hash, protocol.Opcode.WAIT_FOR_EVENT,
                              base.StepStatus.COMPLETED, None, pause.created_at, now)
-    return [consume, save, base.Enqueue(protocol.DISCOVERY_STEP_ID, now, when_idle=True)]
+    return [consume, save, _discovery_after_pause(now)]
 
 
 def cancel_pauses(run_id: str, config: protocol.FunctionConfig, trigger: dict[str, Any],

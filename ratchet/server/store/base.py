@@ -204,7 +204,8 @@ class Enqueue:
     or the targeted step has already been recorded.
 
     `when_idle`: only if the run has no other calls or pauses in progress (parallel steps in the default
-    WAIT mode); queuing it then also ends the run's parallel mode (`force_step_plan` back to false).
+    WAIT mode); queuing it then also ends the run's parallel mode (`force_step_plan` back to false),
+    unless `end_parallel` is false (a pause's resume or timeout keeps it, as Inngest's executor does).
     Targeted calls are not queued twice either (a race-mode discovery re-plans steps in flight).
     """
 
@@ -213,6 +214,7 @@ class Enqueue:
     attempt: int = 0
     when_idle: bool = False
     race: bool = False  #: the planned step belongs to a race-mode group
+    end_parallel: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

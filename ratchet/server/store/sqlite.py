@@ -538,7 +538,8 @@ class SqliteStore:
                 (run_id, this, protocol.DISCOVERY_STEP_ID, run_id)).fetchone()
             if busy:
                 return None
-            db.execute("UPDATE runs SET force_step_plan = 0 WHERE id = ? AND force_step_plan = 1", (run_id,))
+            if cmd.end_parallel:
+                db.execute("UPDATE runs SET force_step_plan = 0 WHERE id = ? AND force_step_plan = 1", (run_id,))
         payload = _dumps({"race": True}) if cmd.race else None
         if owner is not None and cmd.due_at <= now:
             until = now + lease_ms
