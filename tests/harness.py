@@ -7,9 +7,11 @@ hopes. Processes run in their own process group so `kill9()` and cleanup take th
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -279,6 +281,18 @@ class Api:
     def functions(self) -> list[dict[str, Any]]:
         return self._data("/v1/functions")
 
+    def gql_run(self, run_id: str) -> dict[str, Any]:
+        """`run(runID:) { status output error }` through `/v0/gql`; `output` decoded from its JSON text."""
+        resp = self.http.post("/v0/gql", json={
+            "query": "query($id: String!) { run(runID: $id) { status output error } }", "variables": {"id": run_id}})
+        resp.raise_for_status()
+        body = resp.json()
+        assert not body.get("errors"), body
+        run = dict(body["data"]["run"])
+        if run["output"] is not None:
+            run["output"] = json.loads(run["output"])
+        return run
+
 
 def wait_synced(api: Api, slugs: Iterable[str], timeout: float = 15.0) -> None:
     """Wait until the server lists every function in `slugs` (sync runs in the background)."""
@@ -324,6 +338,24 @@ def wait_run(api: Api, run_id: str, status: str = "COMPLETED", timeout: float = 
     run = wait_until(ended, timeout, f"run {run_id} to end with {status}")
     assert run["status"] == status, f"run {run_id} ended {run['status']}, expected {status}: {run}"
     return run
+
+
+def cron_items(db_path: Path, slug: str) -> list[int]:
+    """The due times (ms) of function `slug`'s queued cron ticks, read from the server's SQLite file."""
+    with contextlib.closing(sqlite3.connect(db_path, timeout=10)) as db:
+        rows = db.execute("SELECT due_at FROM queue WHERE kind = 'cron' AND run_id = ?", (f"cron:{slug}",)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def make_cron_due_now(db_path: Path, slug: str) -> int:
+    """White-box nudge: move function `slug`'s next cron tick to now, so a test need not wait for the
+    schedule. Opens the (WAL-mode) SQLite file beside the server for one short transaction; returns the
+    new due time (ms). Asserts the schedule had exactly one tick queued."""
+    now = time.time_ns() // 1_000_000
+    with contextlib.closing(sqlite3.connect(db_path, timeout=10)) as db, db:
+        cur = db.execute("UPDATE queue SET due_at = ? WHERE kind = 'cron' AND run_id = ?", (now, f"cron:{slug}"))
+        assert cur.rowcount == 1, f"expected one cron tick queued for {slug}, updated {cur.rowcount}"
+    return now
 
 
 def ratchet(*args: str, timeout: float = 30.0, env: Mapping[str, str] | None = None

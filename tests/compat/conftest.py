@@ -8,7 +8,10 @@ import pytest
 from tests import harness
 
 APPS = Path(__file__).parent / "apps"
-FUNCTIONS = ("two-steps", "sleep", "flaky-step", "non-retriable", "fn-error", "retry-after", "step-exhausted")
+FUNCTIONS = ("two-steps", "sleep", "flaky-step", "non-retriable", "fn-error", "retry-after", "step-exhausted",
+             "wait-event", "wait-twice", "invoke-child", "invoke-slow", "invoke-parent", "sender", "on-sent",
+             "parallel-steps", "parallel-invoke-child", "parallel-mode-default", "parallel-race", "cancellable",
+             "bulk-sleep", "bounded", "fragile", "fragile-failure", "filtered", "cron")
 #: framework -> (app file, uvicorn interface, app id)
 FRAMEWORKS = {
     "fastapi": (APPS / "fastapi_app.py", "auto", "compat-fastapi"),
@@ -17,10 +20,15 @@ FRAMEWORKS = {
 
 
 class CompatEnv:
-    def __init__(self, stack: harness.Stack, count_dir: Path) -> None:
+    def __init__(self, stack: harness.Stack, count_dir: Path, app_id: str) -> None:
         self.stack = stack
         self.api = stack.api
         self.count_dir = count_dir
+        self.app_id = app_id
+
+    def slug(self, fn_id: str) -> str:
+        """The server's id of the app's function `fn_id`."""
+        return f"{self.app_id}-{fn_id}"
 
     def count(self, run_id: str, label: str) -> int:
         """How many times the app ran `label` for `run_id`."""
@@ -35,7 +43,7 @@ def _start(framework: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     count_dir.mkdir()
     with harness.Stack(work, app_file, interface=interface, env={"COMPAT_DIR": str(count_dir)}) as stack:
         stack.start([f"{app_id}-{fn}" for fn in FUNCTIONS])
-        yield CompatEnv(stack, count_dir)
+        yield CompatEnv(stack, count_dir, app_id)
 
 
 # One stack per framework per xdist worker, kept for the session: a parametrized module fixture would be

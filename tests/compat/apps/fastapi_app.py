@@ -98,6 +98,182 @@ async def step_exhausted(ctx: inngest.Context) -> dict:
     return {"caught": None}
 
 
+# ---------------------------------------------------------------------------------------------- waits
+
+@client.create_function(fn_id="wait-event", trigger=inngest.TriggerEvent(event="compat/wait-start"))
+async def wait_event(ctx: inngest.Context) -> dict | None:
+    got = await ctx.step.wait_for_event("wait", event="compat/wait-done", if_exp="event.data.id == async.data.id",
+                                        timeout=datetime.timedelta(seconds=30))
+    return None if got is None else got.data
+
+
+@client.create_function(fn_id="wait-twice", trigger=inngest.TriggerEvent(event="compat/wait-twice"))
+async def wait_twice(ctx: inngest.Context) -> list:
+    # Two waits for the same event: one event resolves the first only; the second times out with None.
+    a = await ctx.step.wait_for_event("a", event="compat/go", if_exp="event.data.id == async.data.id",
+                                      timeout=datetime.timedelta(seconds=30))
+    b = await ctx.step.wait_for_event("b", event="compat/go", if_exp="event.data.id == async.data.id",
+                                      timeout=datetime.timedelta(seconds=1))
+    return [None if a is None else a.data, None if b is None else b.data]
+
+
+# --------------------------------------------------------------------------------------------- invoke
+
+@client.create_function(fn_id="invoke-child", retries=0, trigger=inngest.TriggerEvent(event="compat/never"))
+async def invoke_child(ctx: inngest.Context) -> int:
+    if ctx.event.data.get("fail"):
+        raise inngest.NonRetriableError("child says no")
+    return int(ctx.event.data["x"]) * 2
+
+
+@client.create_function(fn_id="invoke-slow", retries=0, trigger=inngest.TriggerEvent(event="compat/never"))
+async def invoke_slow(ctx: inngest.Context) -> str:
+    await ctx.step.sleep("zz", datetime.timedelta(seconds=3))
+    return "late"
+
+
+@client.create_function(fn_id="invoke-parent", trigger=inngest.TriggerEvent(event="compat/invoke"))
+async def invoke_parent(ctx: inngest.Context) -> dict:
+    out: dict = {"ok": await ctx.step.invoke("ok", function=invoke_child, data={"x": 21})}
+    try:
+        await ctx.step.invoke("bad", function=invoke_child, data={"fail": True})
+    except inngest.StepError as exc:
+        out["bad"] = {"name": exc.name, "message": exc.message}
+    try:
+        await ctx.step.invoke("slow", function=invoke_slow, data={}, timeout=datetime.timedelta(seconds=1))
+    except inngest.StepError as exc:
+        out["slow"] = {"name": exc.name}
+    return out
+
+
+# ----------------------------------------------------------------------------------------- send_event
+
+@client.create_function(fn_id="sender", trigger=inngest.TriggerEvent(event="compat/sender"))
+async def sender(ctx: inngest.Context) -> list[str]:
+    tag = ctx.event.data["tag"]
+    return await ctx.step.send_event("send", [inngest.Event(name="compat/sent", data={"tag": tag, "n": 1}),
+                                              inngest.Event(name="compat/sent", data={"tag": tag, "n": 2})])
+
+
+@client.create_function(fn_id="on-sent", trigger=inngest.TriggerEvent(event="compat/sent"))
+async def on_sent(ctx: inngest.Context) -> dict:
+    return {"got": ctx.event.data["n"]}
+
+
+# ------------------------------------------------------------------------------------ parallel steps
+# Each call of these bodies is counted (`call`), like the official SDK's request_counter.
+
+@client.create_function(fn_id="parallel-steps", retries=0, trigger=inngest.TriggerEvent(event="compat/parallel"))
+async def parallel_steps(ctx: inngest.Context) -> list:
+    mark(ctx.run_id, "call")
+
+    async def step(name: str, value: int) -> int:
+        mark(ctx.run_id, name)
+        return value
+
+    group = await ctx.group.parallel((
+        lambda: ctx.step.run("1a", step, "1a", 1),
+        lambda: ctx.step.run("1b", step, "1b", 2),
+        lambda: ctx.step.send_event("send", inngest.Event(name="compat/noop")),
+    ))
+    after = await ctx.step.run("after", step, "after", 3)
+    return [list(group), after]
+
+
+@client.create_function(fn_id="parallel-invoke-child", retries=0, trigger=inngest.TriggerEvent(event="compat/never"))
+async def parallel_invoke_child(ctx: inngest.Context) -> str:
+    await ctx.step.sleep("sleep", datetime.timedelta(seconds=1))
+    return "done"
+
+
+@client.create_function(fn_id="parallel-mode-default", retries=0,
+                        trigger=inngest.TriggerEvent(event="compat/parallel-default"))
+async def parallel_mode_default(ctx: inngest.Context) -> list:
+    mark(ctx.run_id, "call")
+
+    async def step(name: str, value: int) -> int:
+        mark(ctx.run_id, name)
+        return value
+
+    group = await ctx.group.parallel((
+        lambda: ctx.step.invoke("invoke", function=parallel_invoke_child),
+        lambda: ctx.step.run("1a", step, "1a", 1),
+        lambda: ctx.step.run("1b", step, "1b", 2),
+        lambda: ctx.step.send_event("send", inngest.Event(name="compat/noop")),
+    ))
+    after = await ctx.step.run("after", step, "after", 3)
+    return [list(group), after]
+
+
+@client.create_function(fn_id="parallel-race", retries=0, trigger=inngest.TriggerEvent(event="compat/race"))
+async def parallel_race(ctx: inngest.Context) -> list:
+    mark(ctx.run_id, "call")
+
+    async def step(name: str) -> str:
+        mark(ctx.run_id, name)
+        return name.upper()
+
+    group = await ctx.group.parallel(tuple((lambda n=n: ctx.step.run(n, step, n)) for n in ("a", "b", "c")),
+                                     parallel_mode=inngest.ParallelMode.RACE)
+    after = await ctx.step.run("after", step, "after")
+    return [list(group), after]
+
+
+# ------------------------------------------------------------------------------ cancel and timeouts
+
+@client.create_function(fn_id="cancellable", trigger=inngest.TriggerEvent(event="compat/cancellable"),
+                        cancel=[inngest.Cancel(event="compat/stop", if_exp="event.data.id == async.data.id")])
+async def cancellable(ctx: inngest.Context) -> str:
+    await ctx.step.sleep("long", datetime.timedelta(hours=1))
+    return "woke"
+
+
+@client.create_function(fn_id="bulk-sleep", trigger=inngest.TriggerEvent(event="compat/bulk-sleep"))
+async def bulk_sleep(ctx: inngest.Context) -> str:
+    await ctx.step.sleep("long", datetime.timedelta(hours=1))
+    return "woke"
+
+
+@client.create_function(fn_id="bounded", trigger=inngest.TriggerEvent(event="compat/bounded"),
+                        timeouts=inngest.Timeouts(finish=datetime.timedelta(seconds=1)))
+async def bounded(ctx: inngest.Context) -> str:
+    await ctx.step.sleep("long", datetime.timedelta(hours=1))
+    return "woke"
+
+
+# ---------------------------------------------------------------------------------------- on_failure
+
+async def fragile_failed(ctx: inngest.Context) -> dict:
+    return dict(ctx.event.data)
+
+
+@client.create_function(fn_id="fragile", retries=0, trigger=inngest.TriggerEvent(event="compat/fragile"),
+                        on_failure=fragile_failed)
+async def fragile(ctx: inngest.Context) -> None:
+    raise ValueError("broken")
+
+
+# ------------------------------------------------------------------------------------------ triggers
+
+@client.create_function(fn_id="filtered", trigger=[
+    inngest.TriggerEvent(event="compat/order", expression="event.data.total > 100"),
+    inngest.TriggerEvent(event="compat/order-alt"),
+])
+async def filtered(ctx: inngest.Context) -> dict:
+    return {"name": ctx.event.name, "total": ctx.event.data.get("total")}
+
+
+# A yearly schedule, so it never fires by itself during a test session; the test makes its tick due.
+@client.create_function(fn_id="cron", trigger=inngest.TriggerCron(cron="0 0 1 1 *"))
+async def cron(ctx: inngest.Context) -> dict:
+    return {"name": ctx.event.name, "data": dict(ctx.event.data)}
+
+
+FUNCTIONS = [two_steps, sleeper, flaky_step, non_retriable, fn_error, retry_after, step_exhausted, wait_event,
+             wait_twice, invoke_child, invoke_slow, invoke_parent, sender, on_sent, parallel_steps,
+             parallel_invoke_child, parallel_mode_default, parallel_race, cancellable, bulk_sleep, bounded, fragile,
+             filtered, cron]
+
 app = fastapi.FastAPI()
-inngest.fast_api.serve(app, client, [two_steps, sleeper, flaky_step, non_retriable, fn_error, retry_after,
-                                         step_exhausted])
+inngest.fast_api.serve(app, client, FUNCTIONS)
+

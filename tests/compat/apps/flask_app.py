@@ -83,6 +83,181 @@ def step_exhausted(ctx: inngest.ContextSync) -> dict:
     return {"caught": None}
 
 
+# ---------------------------------------------------------------------------------------------- waits
+
+@client.create_function(fn_id="wait-event", trigger=inngest.TriggerEvent(event="compat/wait-start"))
+def wait_event(ctx: inngest.ContextSync) -> dict | None:
+    got = ctx.step.wait_for_event("wait", event="compat/wait-done", if_exp="event.data.id == async.data.id",
+                                  timeout=datetime.timedelta(seconds=30))
+    return None if got is None else got.data
+
+
+@client.create_function(fn_id="wait-twice", trigger=inngest.TriggerEvent(event="compat/wait-twice"))
+def wait_twice(ctx: inngest.ContextSync) -> list:
+    # Two waits for the same event: one event resolves the first only; the second times out with None.
+    a = ctx.step.wait_for_event("a", event="compat/go", if_exp="event.data.id == async.data.id",
+                                timeout=datetime.timedelta(seconds=30))
+    b = ctx.step.wait_for_event("b", event="compat/go", if_exp="event.data.id == async.data.id",
+                                timeout=datetime.timedelta(seconds=1))
+    return [None if a is None else a.data, None if b is None else b.data]
+
+
+# --------------------------------------------------------------------------------------------- invoke
+
+@client.create_function(fn_id="invoke-child", retries=0, trigger=inngest.TriggerEvent(event="compat/never"))
+def invoke_child(ctx: inngest.ContextSync) -> int:
+    if ctx.event.data.get("fail"):
+        raise inngest.NonRetriableError("child says no")
+    return int(ctx.event.data["x"]) * 2
+
+
+@client.create_function(fn_id="invoke-slow", retries=0, trigger=inngest.TriggerEvent(event="compat/never"))
+def invoke_slow(ctx: inngest.ContextSync) -> str:
+    ctx.step.sleep("zz", datetime.timedelta(seconds=3))
+    return "late"
+
+
+@client.create_function(fn_id="invoke-parent", trigger=inngest.TriggerEvent(event="compat/invoke"))
+def invoke_parent(ctx: inngest.ContextSync) -> dict:
+    out: dict = {"ok": ctx.step.invoke("ok", function=invoke_child, data={"x": 21})}
+    try:
+        ctx.step.invoke("bad", function=invoke_child, data={"fail": True})
+    except inngest.StepError as exc:
+        out["bad"] = {"name": exc.name, "message": exc.message}
+    try:
+        ctx.step.invoke("slow", function=invoke_slow, data={}, timeout=datetime.timedelta(seconds=1))
+    except inngest.StepError as exc:
+        out["slow"] = {"name": exc.name}
+    return out
+
+
+# ----------------------------------------------------------------------------------------- send_event
+
+@client.create_function(fn_id="sender", trigger=inngest.TriggerEvent(event="compat/sender"))
+def sender(ctx: inngest.ContextSync) -> list[str]:
+    tag = ctx.event.data["tag"]
+    return ctx.step.send_event("send", [inngest.Event(name="compat/sent", data={"tag": tag, "n": 1}),
+                                        inngest.Event(name="compat/sent", data={"tag": tag, "n": 2})])
+
+
+@client.create_function(fn_id="on-sent", trigger=inngest.TriggerEvent(event="compat/sent"))
+def on_sent(ctx: inngest.ContextSync) -> dict:
+    return {"got": ctx.event.data["n"]}
+
+
+# ------------------------------------------------------------------------------------ parallel steps
+# Each call of these bodies is counted (`call`), like the official SDK's request_counter.
+
+@client.create_function(fn_id="parallel-steps", retries=0, trigger=inngest.TriggerEvent(event="compat/parallel"))
+def parallel_steps(ctx: inngest.ContextSync) -> list:
+    mark(ctx.run_id, "call")
+
+    def step(name: str, value: int) -> int:
+        mark(ctx.run_id, name)
+        return value
+
+    group = ctx.group.parallel((
+        lambda: ctx.step.run("1a", step, "1a", 1),
+        lambda: ctx.step.run("1b", step, "1b", 2),
+        lambda: ctx.step.send_event("send", inngest.Event(name="compat/noop")),
+    ))
+    after = ctx.step.run("after", step, "after", 3)
+    return [list(group), after]
+
+
+@client.create_function(fn_id="parallel-invoke-child", retries=0, trigger=inngest.TriggerEvent(event="compat/never"))
+def parallel_invoke_child(ctx: inngest.ContextSync) -> str:
+    ctx.step.sleep("sleep", datetime.timedelta(seconds=1))
+    return "done"
+
+
+@client.create_function(fn_id="parallel-mode-default", retries=0,
+                        trigger=inngest.TriggerEvent(event="compat/parallel-default"))
+def parallel_mode_default(ctx: inngest.ContextSync) -> list:
+    mark(ctx.run_id, "call")
+
+    def step(name: str, value: int) -> int:
+        mark(ctx.run_id, name)
+        return value
+
+    group = ctx.group.parallel((
+        lambda: ctx.step.invoke("invoke", function=parallel_invoke_child),
+        lambda: ctx.step.run("1a", step, "1a", 1),
+        lambda: ctx.step.run("1b", step, "1b", 2),
+        lambda: ctx.step.send_event("send", inngest.Event(name="compat/noop")),
+    ))
+    after = ctx.step.run("after", step, "after", 3)
+    return [list(group), after]
+
+
+@client.create_function(fn_id="parallel-race", retries=0, trigger=inngest.TriggerEvent(event="compat/race"))
+def parallel_race(ctx: inngest.ContextSync) -> list:
+    mark(ctx.run_id, "call")
+
+    def step(name: str) -> str:
+        mark(ctx.run_id, name)
+        return name.upper()
+
+    group = ctx.group.parallel(tuple((lambda n=n: ctx.step.run(n, step, n)) for n in ("a", "b", "c")),
+                               parallel_mode=inngest.ParallelMode.RACE)
+    after = ctx.step.run("after", step, "after")
+    return [list(group), after]
+
+
+# ------------------------------------------------------------------------------ cancel and timeouts
+
+@client.create_function(fn_id="cancellable", trigger=inngest.TriggerEvent(event="compat/cancellable"),
+                        cancel=[inngest.Cancel(event="compat/stop", if_exp="event.data.id == async.data.id")])
+def cancellable(ctx: inngest.ContextSync) -> str:
+    ctx.step.sleep("long", datetime.timedelta(hours=1))
+    return "woke"
+
+
+@client.create_function(fn_id="bulk-sleep", trigger=inngest.TriggerEvent(event="compat/bulk-sleep"))
+def bulk_sleep(ctx: inngest.ContextSync) -> str:
+    ctx.step.sleep("long", datetime.timedelta(hours=1))
+    return "woke"
+
+
+@client.create_function(fn_id="bounded", trigger=inngest.TriggerEvent(event="compat/bounded"),
+                        timeouts=inngest.Timeouts(finish=datetime.timedelta(seconds=1)))
+def bounded(ctx: inngest.ContextSync) -> str:
+    ctx.step.sleep("long", datetime.timedelta(hours=1))
+    return "woke"
+
+
+# ---------------------------------------------------------------------------------------- on_failure
+
+def fragile_failed(ctx: inngest.ContextSync) -> dict:
+    return dict(ctx.event.data)
+
+
+@client.create_function(fn_id="fragile", retries=0, trigger=inngest.TriggerEvent(event="compat/fragile"),
+                        on_failure=fragile_failed)
+def fragile(ctx: inngest.ContextSync) -> None:
+    raise ValueError("broken")
+
+
+# ------------------------------------------------------------------------------------------ triggers
+
+@client.create_function(fn_id="filtered", trigger=[
+    inngest.TriggerEvent(event="compat/order", expression="event.data.total > 100"),
+    inngest.TriggerEvent(event="compat/order-alt"),
+])
+def filtered(ctx: inngest.ContextSync) -> dict:
+    return {"name": ctx.event.name, "total": ctx.event.data.get("total")}
+
+
+# A yearly schedule, so it never fires by itself during a test session; the test makes its tick due.
+@client.create_function(fn_id="cron", trigger=inngest.TriggerCron(cron="0 0 1 1 *"))
+def cron(ctx: inngest.ContextSync) -> dict:
+    return {"name": ctx.event.name, "data": dict(ctx.event.data)}
+
+
+FUNCTIONS = [two_steps, sleeper, flaky_step, non_retriable, fn_error, retry_after, step_exhausted, wait_event,
+             wait_twice, invoke_child, invoke_slow, invoke_parent, sender, on_sent, parallel_steps,
+             parallel_invoke_child, parallel_mode_default, parallel_race, cancellable, bulk_sleep, bounded, fragile,
+             filtered, cron]
+
 app = flask.Flask(__name__)
-inngest.flask.serve(app, client, [two_steps, sleeper, flaky_step, non_retriable, fn_error, retry_after,
-                                     step_exhausted])
+inngest.flask.serve(app, client, FUNCTIONS)
