@@ -1,9 +1,11 @@
-"""Bench app written with Ratchet's own SDK: `steps-N` runs N no-op steps."""
+"""Bench app written with Ratchet's own SDK: `steps-N` runs N no-op steps; `sleeper` (W5) and
+`waiter` (W6) note timer lateness and match latency."""
 
 from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 
 import fastapi
 
@@ -27,10 +29,42 @@ def make(n: int) -> ratchet.Function:
     return fn
 
 
+@client.function(id="sleeper", trigger=ratchet.on_event("bench/sleep"), retries=0)
+async def sleeper(ctx: ratchet.Context) -> None:
+    """W5: sleep `data.ms` from the moment a first step fixes the wake time; note the lateness after it."""
+    wake_ms = await ctx.step.run("plan", timings.plan_wake, int(ctx.event.data["ms"]))
+    await ctx.step.sleep_until("nap", timings.wake_datetime(wake_ms))
+    await ctx.step.run("after", timings.after_sleep, ctx.run_id, wake_ms)
+
+
+@client.function(id="waiter", trigger=ratchet.on_event("bench/wait-start"), retries=0)
+async def waiter(ctx: ratchet.Context) -> None:
+    """W6: wait for the `bench/match` event with this run's `data.id`; note who resumed it and when."""
+    got = await ctx.step.wait_for_event("match", event="bench/match", if_exp="event.data.id == async.data.id",
+                                        timeout=timedelta(minutes=30))
+    await ctx.step.run("after", timings.after_wait, ctx.run_id, int(ctx.event.data["id"]),
+                       None if got is None else dict(got.data), None if got is None else got.ts)
+
+
 app = fastapi.FastAPI()
-ratchet.sdk.fastapi.serve(app, client, [make(n) for n in (1, 5, 10)])
+ratchet.sdk.fastapi.serve(app, client, [make(n) for n in (1, 5, 10)] + [sleeper, waiter])
 
 
 @app.get("/bench/gaps")
 def gaps(run_id: str) -> list[float]:
     return timings.gaps_ms(run_id)
+
+
+@app.get("/bench/lateness")
+def lateness() -> dict[str, float]:
+    return timings.LATENESS
+
+
+@app.get("/bench/planned")
+def planned() -> list[int]:
+    return timings.PLANNED
+
+
+@app.get("/bench/matches")
+def matches() -> dict[str, tuple[float | None, float | None, int, int | None]]:
+    return timings.MATCHES

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import time
 from collections import defaultdict
+from typing import Any
 
 #: run id -> [(start_ns, end_ns), ...] of step bodies, in execution order
 TIMES: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -20,3 +22,49 @@ def gaps_ms(run_id: str) -> list[float]:
     """Time from one step body's end to the next one's start (engine + HTTP overhead per step)."""
     spans = TIMES.get(run_id, [])
     return [(b[0] - a[1]) / 1e6 for a, b in itertools.pairwise(spans)]
+
+
+# W5: timers. `plan_wake` fixes the intended wake time in a step (so replays see the same one); the step
+# after the sleep notes how late it started.
+
+#: run id -> lateness (ms): start of the step after the sleep minus the intended wake time
+LATENESS: dict[str, float] = {}
+
+
+#: when each run reached its sleep (ms since the epoch), to show how long starting them all took
+PLANNED: list[int] = []
+
+
+def plan_wake(sleep_ms: int) -> int:
+    """The wake time (ms since the epoch) for a sleep of `sleep_ms` starting now."""
+    now = time.time_ns() // 1_000_000
+    PLANNED.append(now)
+    return now + sleep_ms
+
+
+def wake_datetime(wake_ms: int) -> datetime.datetime:
+    """`wake_ms` as an exact (millisecond) UTC datetime for `sleep_until`."""
+    return datetime.datetime.fromtimestamp(wake_ms // 1000, datetime.UTC).replace(microsecond=wake_ms % 1000 * 1000)
+
+
+def after_sleep(run_id: str, wake_ms: int) -> None:
+    t = time.time_ns()
+    LATENESS.setdefault(run_id, t / 1e6 - wake_ms)
+
+
+# W6: waits. The matching event carries its send time; the step after the wait notes when it started and
+# which event resumed the run.
+
+#: run id -> (latency from the client's send in ms, from the server's receive time `ts` in ms,
+#: the id the run waited for, the id of the event it got or None on timeout)
+MATCHES: dict[str, tuple[float | None, float | None, int, int | None]] = {}
+
+
+def after_wait(run_id: str, want: int, got: dict[str, Any] | None, got_ts: int | None) -> None:
+    t = time.time_ns()
+    if got is None:
+        MATCHES.setdefault(run_id, (None, None, want, None))
+        return
+    sent = (t - int(got["sent_ns"])) / 1e6
+    accepted = t / 1e6 - got_ts if got_ts else None
+    MATCHES.setdefault(run_id, (sent, accepted, want, int(got["id"])))
