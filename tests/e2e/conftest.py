@@ -32,3 +32,18 @@ def e2e(tmp_path: Path) -> Iterator[E2EEnv]:
     with harness.Stack(tmp_path, APP, env={"E2E_DIR": str(marks)}) as stack:
         stack.start(FUNCTIONS)
         yield E2EEnv(stack, marks)
+
+
+PRIMITIVES_APP = Path(__file__).parent / "apps" / "primitives_app.py"
+PRIMITIVES = ("e2e-prim-waiter", "e2e-prim-short-wait", "e2e-prim-child", "e2e-prim-parent", "e2e-prim-parallel",
+              "e2e-prim-cron")
+
+
+@pytest.fixture
+def e2e_prim(tmp_path: Path) -> Iterator[E2EEnv]:
+    """Like `e2e`, with the app of waits, invoke, parallel steps and cron (`apps/primitives_app.py`)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with harness.Stack(tmp_path, PRIMITIVES_APP, env={"E2E_DIR": str(marks)}) as stack:
+        stack.start(PRIMITIVES)
+        yield E2EEnv(stack, marks)
