@@ -470,7 +470,9 @@ class SqliteStore:
             if isinstance(cmd, base.ConsumePause):
                 if db.execute("DELETE FROM pauses WHERE id = ?", (cmd.pause_id,)).rowcount == 0:
                     return base.Applied(accepted=False)  # resolved already: first one wins
-                db.execute("DELETE FROM queue WHERE kind = 'timeout' AND payload = ?", (_dumps(cmd.pause_id),))
+                # By run first: the (run_id, kind, target) index finds the timeout instead of a queue scan.
+                db.execute("DELETE FROM queue WHERE run_id = ? AND kind = 'timeout' AND payload = ?",
+                           (run_id, _dumps(cmd.pause_id)))
             elif isinstance(cmd, base.SaveStep):
                 # A step recorded once is never recorded again: the first result wins.
                 cur = db.execute(
