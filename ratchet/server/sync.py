@@ -22,7 +22,7 @@ import pydantic
 from ratchet import protocol
 from ratchet.server import registry
 from ratchet.server import transport as transport_mod
-from ratchet.server.engine import cron, expressions, steps
+from ratchet.server.engine import cron, expressions, flow, steps
 from ratchet.server.store import base
 
 log = logging.getLogger("ratchet.sync")
@@ -114,6 +114,16 @@ def _check_function(fn: protocol.FunctionConfig, where: str) -> None:
         if not cancel.event.strip():
             raise RegistrationInvalid(f"{where}.cancel[{j}].event: must be a non-empty string")
         _check_expression(cancel.if_exp, expressions.Kind.MATCH, fn.id, f"{where}.cancel[{j}].if")
+    _check_flow(fn, where)
+
+
+def _check_flow(fn: protocol.FunctionConfig, where: str) -> None:
+    """Flow-control values and combinations (`engine/flow`), every problem named by its field."""
+    try:
+        flow.validate(fn)
+    except flow.FlowConfigInvalid as exc:
+        problems = "; ".join(f"{where}.{p.path}: {p.message}" for p in exc.problems)
+        raise RegistrationInvalid(f"function {fn.id!r}: {problems}") from None
 
 
 def _check_expression(source: str | None, kind: expressions.Kind, fn_id: str, where: str) -> None:

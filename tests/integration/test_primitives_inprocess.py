@@ -404,3 +404,21 @@ async def test_cron_fires_once_per_tick_and_resync_replaces_the_schedule(stack: 
     await stack.sync([fn2])
     (due2, payload), = _cron_items(stack, "inproc-hourly")
     assert payload is not None and "Europe/Paris" in payload and due2 != next_due
+
+
+async def test_invalid_flow_control_is_rejected_at_sync(stack: Stack) -> None:
+    base_fn = {"id": "x-f", "name": "f", "triggers": [{"event": "e"}],
+               "steps": {"step": {"id": "step", "name": "step",
+                                  "runtime": {"type": "http", "url": "http://app.test/api/inngest"}}}}
+    cases = [
+        ({"batchEvents": {"maxSize": 10, "timeout": "5s"}, "cancel": [{"event": "e/stop"}]}, "batchEvents"),
+        ({"throttle": {"limit": 0, "period": "1m"}}, "functions[0].throttle.limit"),
+        ({"concurrency": [{"limit": 1}, {"limit": 2}, {"limit": 3}]}, "functions[0].concurrency"),
+        ({"concurrency": [{"limit": 1, "key": "event.data.x +"}]}, "functions[0].concurrency[0].key"),
+        ({"rateLimit": {"limit": 1, "period": "soon"}}, "functions[0].rateLimit.period"),
+    ]
+    for extra, needle in cases:
+        resp = await stack.api.post("/fn/register", json={"url": "http://app.test/api/inngest", "appName": "x",
+                                                          "functions": [{**base_fn, **extra}]})
+        assert resp.status_code == 400, (extra, resp.text)
+        assert needle in resp.json()["error"] and "'x-f'" in resp.json()["error"], (needle, resp.json())
