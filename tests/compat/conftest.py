@@ -10,7 +10,8 @@ from tests import harness
 APPS = Path(__file__).parent / "apps"
 FUNCTIONS = ("two-steps", "sleep", "flaky-step", "non-retriable", "fn-error", "retry-after", "step-exhausted",
              "wait-event", "wait-twice", "invoke-child", "invoke-slow", "invoke-parent", "sender", "on-sent",
-             "parallel-steps", "parallel-invoke-child", "parallel-mode-default", "parallel-race", "cancellable",
+             "parallel-steps", "parallel-invoke-child", "parallel-mode-default", "parallel-race", "parallel-race-groups",
+             "cancellable",
              "bulk-sleep", "bounded", "fragile", "fragile-failure", "filtered", "cron")
 #: framework -> (app file, uvicorn interface, app id)
 FRAMEWORKS = {

@@ -172,6 +172,19 @@ def test_parallel_race_runs_each_step_once(compat) -> None:
     assert compat.count(run_id, "call") >= 6
 
 
+def test_parallel_mode_race_with_groups_of_steps_makes_nine_calls(compat) -> None:
+    """The official SDK's `parallel_mode_race` shape (a fast and a slow group of two sequential steps).
+    Its own test expects the order a.1, a.2, b.1, b.2 and 9 calls: the plan, the 4 steps, and a
+    discovery after each of them."""
+    api = compat.api
+    run_id = send_and_get_run(api, "compat/race-groups")
+    run = wait_run(api, run_id, "COMPLETED", timeout=15)
+    assert sorted(s["id"] for s in run["steps"]) == ["a.1", "a.2", "b.1", "b.2"]
+    _assert_each_step_once(run)
+    assert (compat.count_dir / f"{run_id}.order").read_text().split() == ["a.1", "a.2", "b.1", "b.2"]
+    assert compat.count(run_id, "call") == 9
+
+
 # --------------------------------------------------------------------------------------- cancellation
 
 def test_cancel_on_event_only_cancels_the_matching_run(compat) -> None:

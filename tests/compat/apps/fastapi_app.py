@@ -6,6 +6,7 @@ can count how often code really ran.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 from pathlib import Path
@@ -219,6 +220,29 @@ async def parallel_race(ctx: inngest.Context) -> list:
     return [list(group), after]
 
 
+@client.create_function(fn_id="parallel-race-groups", retries=0,
+                        trigger=inngest.TriggerEvent(event="compat/race-groups"))
+async def parallel_race_groups(ctx: inngest.Context) -> None:
+    """The official SDK's `parallel_mode_race` shape: two groups of sequential steps, the second slow
+    (1 s a step here; 2 s there)."""
+    mark(ctx.run_id, "call")
+
+    async def step(name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        with (COUNT_DIR / f"{ctx.run_id}.order").open("a") as f:
+            f.write(f"{name}\n")
+
+    async def fast_group() -> None:
+        await ctx.step.run("a.1", step, "a.1", 0)
+        await ctx.step.run("a.2", step, "a.2", 0)
+
+    async def slow_group() -> None:
+        await ctx.step.run("b.1", step, "b.1", 1)
+        await ctx.step.run("b.2", step, "b.2", 1)
+
+    await ctx.group.parallel((fast_group, slow_group), parallel_mode=inngest.ParallelMode.RACE)
+
+
 # ------------------------------------------------------------------------------ cancel and timeouts
 
 @client.create_function(fn_id="cancellable", trigger=inngest.TriggerEvent(event="compat/cancellable"),
@@ -271,7 +295,8 @@ async def cron(ctx: inngest.Context) -> dict:
 
 FUNCTIONS = [two_steps, sleeper, flaky_step, non_retriable, fn_error, retry_after, step_exhausted, wait_event,
              wait_twice, invoke_child, invoke_slow, invoke_parent, sender, on_sent, parallel_steps,
-             parallel_invoke_child, parallel_mode_default, parallel_race, cancellable, bulk_sleep, bounded, fragile,
+             parallel_invoke_child, parallel_mode_default, parallel_race, parallel_race_groups,
+             cancellable, bulk_sleep, bounded, fragile,
              filtered, cron]
 
 app = fastapi.FastAPI()
