@@ -24,8 +24,8 @@ def gaps_ms(run_id: str) -> list[float]:
     return [(b[0] - a[1]) / 1e6 for a, b in itertools.pairwise(spans)]
 
 
-# W5: timers. `plan_wake` fixes the intended wake time in a step (so replays see the same one); the step
-# after the sleep notes how late it started.
+# W5: timers. Each run sleeps until an absolute wake time chosen by the bench; `plan_wake` (a step) notes
+# when the run reached its sleep, and the code after the sleep notes how late the wake call came.
 
 #: run id -> lateness (ms): start of the step after the sleep minus the intended wake time
 LATENESS: dict[str, float] = {}
@@ -35,11 +35,10 @@ LATENESS: dict[str, float] = {}
 PLANNED: list[int] = []
 
 
-def plan_wake(sleep_ms: int) -> int:
-    """The wake time (ms since the epoch) for a sleep of `sleep_ms` starting now."""
-    now = time.time_ns() // 1_000_000
-    PLANNED.append(now)
-    return now + sleep_ms
+def plan_wake(wake_ms: int) -> int:
+    """Note that a run reached its sleep now; returns its wake time (ms since the epoch)."""
+    PLANNED.append(time.time_ns() // 1_000_000)
+    return wake_ms
 
 
 def wake_datetime(wake_ms: int) -> datetime.datetime:

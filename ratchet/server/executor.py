@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -36,10 +37,16 @@ def _now_ms() -> int:
 
 def call_url(function_url: str, fn_slug: str, target: str) -> str:
     """The function's runtime URL with `fnId` and `stepId` set for this call."""
+    return _url_prefix(function_url, fn_slug) + urllib.parse.quote(target, safe="")
+
+
+@functools.lru_cache(maxsize=1024)
+def _url_prefix(function_url: str, fn_slug: str) -> str:
+    """Everything of the call URL but the step id (parsed once per function, not once per call)."""
     parts = urllib.parse.urlsplit(function_url)
     query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
              if k not in ("fnId", "stepId")]
-    query += [("fnId", fn_slug), ("stepId", target)]
+    query += [("fnId", fn_slug), ("stepId", "")]
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
@@ -143,7 +150,8 @@ class Executor:
                           step_count=len(state.run.stack), sent_at=sent_at, run_id=state.run.id,
                           function_slug=state.run.function_slug, app_id=state.run.app_id,
                           events=tuple(e.wire() for e in state.events),
-                          race=bool(isinstance(item.payload, dict) and item.payload.get("race")))
+                          race=bool(isinstance(item.payload, dict) and item.payload.get("race")),
+                          emit_finished=self.ingestor.has_listeners(lifecycle.FINISHED))
         commands = steps.decide(call, reply, now=now, policy=self._cfg.retry, rand=self._rand.random())
         applied = await store.apply(item, self.owner, commands, now, self._lease_ms)
         if applied.enqueued_future:

@@ -9,7 +9,6 @@ import time
 
 from ulid import ULID
 
-
 _last: tuple[int, int] = (0, 0)
 
 

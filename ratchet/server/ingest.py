@@ -167,6 +167,10 @@ class Ingestor:
                            idempotency_key=key or f"{fn.slug}\x00{event.id}", due_at=now,
                            pauses=waits.cancel_pauses(run_id, fn.config, wire, now), timers=tuple(timers))
 
+    def has_listeners(self, event_name: str) -> bool:
+        """Does any synced function trigger on `event_name`?"""
+        return bool(self._functions.for_event(event_name))
+
     async def _resumes_for(self, event: base.EventRecord, wire: dict[str, Any], now: int,
                            taken: set[str]) -> list[base.Resume]:
         """The pauses `event` resolves (each pause at most once, the oldest first)."""

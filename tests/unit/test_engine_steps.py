@@ -241,6 +241,17 @@ def test_a_finished_run_emits_function_finished_with_its_result() -> None:
                                 "result": {"ok": 1}, "_inngest": {"status": "COMPLETED"}}
 
 
+def test_a_completed_run_nobody_listens_to_emits_nothing() -> None:
+    out = steps.decide(run_call(emit_finished=False), reply(200, 1), now=NOW, policy=POLICY, rand=0)
+    assert not [c for c in out if isinstance(c, base.Emit)]
+    # ...unless it was invoked: its caller waits for the finished event
+    invoked = {**TRIGGER, "data": {"_inngest": {"correlation_id": "parent.h"}}}
+    out = steps.decide(run_call(emit_finished=False, events=(invoked,)), reply(200, 1), now=NOW, policy=POLICY,
+                       rand=0)
+    (emit,) = [c for c in out if isinstance(c, base.Emit)]
+    assert [e["data"].get("correlation_id") for e in emit.events] == ["parent.h"]
+
+
 def test_a_failed_run_emits_function_failed_with_the_run_id_as_event_id() -> None:
     body = {"name": "ValueError", "message": "bad", "stack": "tb", "code": "unknown"}
     out = steps.decide(run_call(attempt=2), reply(500, body), now=NOW, policy=POLICY, rand=0)

@@ -53,22 +53,27 @@ def _failure_error(output: Any, status: protocol.RunStatus) -> dict[str, Any]:
 
 
 def run_ended_events(*, run_id: str, function_slug: str, events: list[dict[str, Any]],
-                     status: protocol.RunStatus, output: Any) -> tuple[dict[str, Any], ...]:
-    """`function.finished` always, plus `function.failed` or `function.cancelled`. The failed event's id
-    is the run id, so it starts each `on_failure` function once."""
+                     status: protocol.RunStatus, output: Any, finished: bool = True) -> tuple[dict[str, Any], ...]:
+    """`function.failed` or `function.cancelled` when the run did not complete, and `function.finished`
+    unless `finished` is false (nothing listens: the run was not invoked and no function triggers on it,
+    so the executor skips an event per completed run). The failed event's id is the run id, so it
+    starts each `on_failure` function once."""
     event = events[0] if events else {}
     base: dict[str, Any] = {"function_id": function_slug, "run_id": run_id, "event": event, "events": events}
     correlation = invoke_meta(event).get("correlation_id")
-    finished = dict(base)
-    finished["_inngest"] = {"status": status.value}
-    if correlation is not None:
-        finished["correlation_id"] = correlation
-    if status == protocol.RunStatus.COMPLETED:
-        finished["result"] = output
-        return ({"name": FINISHED, "id": f"{run_id}.finished", "data": finished},)
-    error = _failure_error(output, status)
-    finished["error"] = error
-    ended = {"name": FINISHED, "id": f"{run_id}.finished", "data": finished}
+    out: list[dict[str, Any]] = []
+    error = None if status == protocol.RunStatus.COMPLETED else _failure_error(output, status)
+    if finished or correlation is not None:
+        data = dict(base, _inngest={"status": status.value})
+        if correlation is not None:
+            data["correlation_id"] = correlation
+        if error is None:
+            data["result"] = output
+        else:
+            data["error"] = error
+        out.append({"name": FINISHED, "id": f"{run_id}.finished", "data": data})
     if status == protocol.RunStatus.CANCELLED:
-        return (ended, {"name": CANCELLED, "id": f"{run_id}.cancelled", "data": dict(base, error=error)})
-    return (ended, {"name": FAILED, "id": run_id, "data": dict(base, error=error, _inngest={"status": status.value})})
+        out.append({"name": CANCELLED, "id": f"{run_id}.cancelled", "data": dict(base, error=error)})
+    elif status == protocol.RunStatus.FAILED:
+        out.append({"name": FAILED, "id": run_id, "data": dict(base, error=error, _inngest={"status": status.value})})
+    return tuple(out)

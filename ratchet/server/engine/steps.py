@@ -55,6 +55,7 @@ class Call:
     app_id: str = ""
     events: tuple[dict[str, Any], ...] = ()  #: the run's triggering events (wire form)
     race: bool = False  #: the targeted step belongs to a race-mode parallel group
+    emit_finished: bool = True  #: something listens for `inngest/function.finished` (see lifecycle)
 
 
 def decide(call: Call, reply: Reply | NoReply, *, now: int, policy: retry.RetryPolicy,
@@ -66,9 +67,11 @@ def decide(call: Call, reply: Reply | NoReply, *, now: int, policy: retry.RetryP
     commands = _decide(call, reply, now=now, policy=policy, rand=rand)
     for cmd in commands:
         if isinstance(cmd, base.FinishRun):
-            commands.append(base.Emit(lifecycle.run_ended_events(
-                run_id=call.run_id, function_slug=call.function_slug, events=list(call.events),
-                status=cmd.status, output=cmd.output)))
+            ended = lifecycle.run_ended_events(run_id=call.run_id, function_slug=call.function_slug,
+                                               events=list(call.events), status=cmd.status, output=cmd.output,
+                                               finished=call.emit_finished)
+            if ended:
+                commands.append(base.Emit(ended))
             break
     return commands
 
