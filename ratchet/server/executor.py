@@ -106,6 +106,10 @@ class Executor:
 
     async def run(self, item: base.QueueItem) -> None:
         """Run `item`, then any follow-up items that are due at once, until the run waits or ends."""
+        while (early_ms := item.due_at - _now_ms()) > 0:
+            # Claimed a little ahead of time (the scheduler's lookahead): never start early. The loop
+            # covers a timer that fires a moment before the wall clock reaches the due time.
+            await asyncio.sleep(early_ms / 1000)
         pending: list[tuple[base.QueueItem, base.RunState | None]] = [(item, None)]
         while pending:
             current, state = pending.pop()
@@ -126,7 +130,8 @@ class Executor:
         if item.kind != base.ItemKind.CALL:
             return await self._timer(item), None
         store = self._store
-        now = _now_ms()
+        # A call is never made before it is due, so a sleep that ends at the due time is over.
+        now = max(_now_ms(), item.due_at)
         if state is None:
             state = await store.load_run_state(item.run_id, now)
         if state is None or state.run.status.is_terminal:
@@ -263,8 +268,13 @@ def _advance(state: base.RunState, commands: list[base.Command], now: int) -> ba
     stack = list(state.run.stack)
     force = state.run.force_step_plan
     for cmd in commands:
-        if isinstance(cmd, base.SaveStep) and cmd.hash not in stack:
-            stack.append(cmd.hash)
+        if isinstance(cmd, base.SaveStep):
+            if cmd.hash not in stack:
+                stack.append(cmd.hash)
+            elif cmd.status != base.StepStatus.SLEEPING:
+                continue  # recorded before: the store kept the first result, and so does the memo
+            # A sleep is in the memo once over. A sleep reported again with a wake time already past
+            # must be over too (its first wake time was no later), or the next call would loop on it.
             if cmd.status != base.StepStatus.SLEEPING or (cmd.ended_at is not None and cmd.ended_at <= now):
                 memo[cmd.hash] = cmd.memo
         elif isinstance(cmd, base.SetForceStepPlan):

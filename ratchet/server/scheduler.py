@@ -21,6 +21,8 @@ log = logging.getLogger("ratchet.scheduler")
 MAX_IDLE_S = 5.0
 #: Items claimed per store round trip.
 CLAIM_BATCH = 64
+#: Items due this soon are claimed with the ones due now (they wait in the executor until due).
+LOOKAHEAD_MS = 10
 
 
 class Scheduler:
@@ -74,7 +76,10 @@ class Scheduler:
         claimed: list[base.QueueItem] = []
         if free > 0:
             now = time.time_ns() // 1_000_000
-            claimed = await self._store.claim_due(now, min(free, CLAIM_BATCH), self._executor.owner, self._lease_ms)
+            # Items due within the lookahead are claimed now and wait for their moment in the executor:
+            # under a stream of timers one store round trip serves many, and none starts early.
+            claimed = await self._store.claim_due(now + LOOKAHEAD_MS, min(free, CLAIM_BATCH), self._executor.owner,
+                                                  self._lease_ms)
             for item in claimed:
                 task = asyncio.get_running_loop().create_task(self._executor.run(item))
                 self._tasks.add(task)
@@ -86,7 +91,9 @@ class Scheduler:
         if free > 0:
             next_due = await self._store.next_due_at()
             if next_due is not None:
-                timeout = max(0.0, min(MAX_IDLE_S, (next_due - time.time_ns() // 1_000_000) / 1000))
+                # Wake when the next item enters the lookahead window.
+                wait_ms = next_due - LOOKAHEAD_MS - time.time_ns() // 1_000_000
+                timeout = max(0.0, min(MAX_IDLE_S, wait_ms / 1000))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -43,3 +43,17 @@ def test_a_body_over_the_limit_switches_to_use_api() -> None:
 def test_call_url_sets_fn_and_step_and_keeps_other_params() -> None:
     url = executor.call_url("http://h:1/api/inngest?fnId=old&stepId=step&x=1", "app-fn", "abc")
     assert url == "http://h:1/api/inngest?x=1&fnId=app-fn&stepId=abc"
+
+
+def test_advance_keeps_first_results_and_lets_a_past_sleep_into_the_memo() -> None:
+    st = state(1)  # stack h1 (completed), h2 (finished sleep, memo None)
+    sleeping = base.RunState(run=st.run, function=st.function, events=st.events, memo={"h1": {"data": "x"}})
+    cmds: list[base.Command] = [
+        base.SaveStep("h1", "a", "StepRun", base.StepStatus.COMPLETED, {"data": "other"}, 0, 10),
+        base.SaveStep("h2", "nap", "Sleep", base.StepStatus.SLEEPING, None, 0, 50),  # wake 50 <= now 100
+        base.SaveStep("h3", "b", "StepRun", base.StepStatus.COMPLETED, {"data": 3}, 0, 10),
+        base.SaveStep("h4", "later", "Sleep", base.StepStatus.SLEEPING, None, 0, 500),  # not over at 100
+    ]
+    nxt = executor._advance(sleeping, cmds, 100)
+    assert nxt.memo == {"h1": {"data": "x"}, "h2": None, "h3": {"data": 3}}
+    assert nxt.run.stack == ("h1", "h2", "h3", "h4")
