@@ -22,7 +22,7 @@ MAX_IDLE_S = 5.0
 #: Items claimed per store round trip.
 CLAIM_BATCH = 64
 #: Items due this soon are claimed with the ones due now (they wait in the executor until due).
-LOOKAHEAD_MS = 10
+LOOKAHEAD_MS = 25
 
 
 class Scheduler:
