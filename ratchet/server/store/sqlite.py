@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,12 @@ _PRAGMAS = (
     "PRAGMA busy_timeout=5000",
     # Keep temp b-trees in memory; sorts for list pages stay off the disk.
     "PRAGMA temp_store=MEMORY",
+    # No checkpoints on the writer's commits: a checkpoint copies pages and syncs the file, stalling the
+    # event loop for tens of ms. `_Checkpointer` runs them on its own connection and thread instead.
+    "PRAGMA wal_autocheckpoint=0",
 )
+#: How often the background checkpointer folds the WAL back into the database file.
+CHECKPOINT_INTERVAL_S = 1.0
 
 _RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_at, ended_at, output, "
              "stack, force_step_plan, error")
@@ -129,8 +135,11 @@ class SqliteStore:
             self._db.execute(pragma)
         migrations.apply_sqlite(self._db)
         self._group = _GroupCommit(self._db)
+        self._checkpointer = _Checkpointer(self.path) if self.path != ":memory:" else None
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._db.close()
 
     # ------------------------------------------------------------------------------ transaction helper
@@ -562,6 +571,30 @@ class SqliteStore:
         db.execute("INSERT INTO queue (run_id, target, attempt, due_at, payload) VALUES (?, ?, ?, ?, ?)",
                    (run_id, cmd.target, cmd.attempt, cmd.due_at, payload))
         return None
+
+
+class _Checkpointer:
+    """Folds the WAL into the database file from a thread with its own connection (PASSIVE: it never
+    blocks the writer; pages still in use by a reader wait for the next round)."""
+
+    def __init__(self, path: str) -> None:
+        self._stop = threading.Event()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._thread = threading.Thread(target=self._loop, name="ratchet-sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(CHECKPOINT_INTERVAL_S):
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._db.close()
 
 
 class _GroupCommit:
