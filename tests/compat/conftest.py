@@ -63,3 +63,25 @@ def compat_flask(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatEnv
 def compat(request: pytest.FixtureRequest) -> CompatEnv:
     """A server plus an official-SDK app (FastAPI async, or Flask sync); cases use distinct events."""
     return request.getfixturevalue(f"compat_{request.param}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ratchet's own SDK (`ratchet.sdk.flask`, plain `def` functions) under Flask, served through uvicorn's WSGI
+# interface; see tests/compat/test_ratchet_sdk_flask.py.
+
+RATCHET_FLASK_ID = "rflask"
+RATCHET_FLASK_FUNCTIONS = ("two-steps", "sleep", "flaky-step", "non-retriable", "wait-event", "wait-timeout",
+                           "invoke-child", "invoke-parent", "sender", "on-sent", "parallel-wait", "parallel-race",
+                           "cancellable", "fragile", "fragile-failure")
+
+
+@pytest.fixture(scope="session")
+def ratchet_flask(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatEnv]:
+    """A server plus a Ratchet-SDK Flask app (sync functions), one per xdist worker for the session."""
+    work = tmp_path_factory.mktemp("compat-ratchet-flask")
+    count_dir = work / "counts"
+    count_dir.mkdir()
+    with harness.Stack(work, APPS / "ratchet_flask_app.py", interface="wsgi",
+                       env={"COMPAT_DIR": str(count_dir)}) as stack:
+        stack.start([f"{RATCHET_FLASK_ID}-{fn}" for fn in RATCHET_FLASK_FUNCTIONS])
+        yield CompatEnv(stack, count_dir, RATCHET_FLASK_ID)
