@@ -77,10 +77,11 @@ class RunStatus(enum.StrEnum):
     COMPLETED = "COMPLETED"  #: the function returned
     FAILED = "FAILED"  #: the function failed for good
     CANCELLED = "CANCELLED"  #: cancelled by an event, the API or a timeout
+    SKIPPED = "SKIPPED"  #: never started: dropped by a rate limit or a singleton
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED)
 
 
 class ErrorCode(enum.StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -11,7 +12,7 @@ import orjson
 
 from ratchet import protocol
 from ratchet.server import ids, registry
-from ratchet.server.engine import expressions, lifecycle, triggers, waits
+from ratchet.server.engine import expressions, flow, lifecycle, triggers, waits
 from ratchet.server.store import base
 
 
@@ -163,9 +164,28 @@ class Ingestor:
         if timeouts is not None and timeouts.finish:
             timers.append(base.NewItem(base.ItemKind.RUN_TIMEOUT, run_id,
                                        now + _ms(protocol.parse_duration(timeouts.finish)), {"which": "finish"}))
+        run_flow, idempotency = self._flow(fn, wire, now)
         return base.NewRun(id=run_id, function_slug=fn.slug, app_id=fn.app_id, event_ids=(event.internal_id,),
-                           idempotency_key=key or f"{fn.slug}\x00{event.id}", due_at=now,
-                           pauses=waits.cancel_pauses(run_id, fn.config, wire, now), timers=tuple(timers))
+                           idempotency_key=key or idempotency or f"{fn.slug}\x00{event.id}", due_at=now,
+                           pauses=waits.cancel_pauses(run_id, fn.config, wire, now), timers=tuple(timers),
+                           flow=run_flow)
+
+    def _flow(self, fn: base.FunctionRecord, wire: dict[str, Any], now: int) -> tuple[base.RunFlow | None, str | None]:
+        """The flow control a new run of `fn` for this event gets, and its idempotency key (if configured)."""
+        spec = _flow_spec(fn.config)
+        if spec is None:
+            return None, None
+        k = flow.keys(spec, wire, now)
+        run_flow = base.RunFlow(
+            priority_ms=k.priority_s * 1000,
+            rate_limit=None if spec.rate_limit is None or k.rate_limit is None else
+            (k.rate_limit, spec.rate_limit.limit, spec.rate_limit.period_ms),
+            throttle=None if spec.throttle is None or k.throttle is None else
+            (k.throttle, spec.throttle.limit, spec.throttle.period_ms, spec.throttle.burst),
+            singleton=None if spec.singleton is None or k.singleton is None else
+            (k.singleton, spec.singleton.mode.value))
+        idempotency = None if k.idempotency is None else f"{fn.slug}\x00idempotency\x00{k.idempotency}"
+        return run_flow, idempotency
 
     def has_listeners(self, event_name: str) -> bool:
         """Does any synced function trigger on `event_name`?"""
@@ -214,6 +234,18 @@ class Ingestor:
         return lifecycle.run_ended_events(run_id=run_id, function_slug=run.function_slug, events=events,
                                           status=protocol.RunStatus.CANCELLED,
                                           output={"name": "FunctionCancelled", "message": reason})
+
+
+@functools.lru_cache(maxsize=1024)
+def _flow_spec_cached(config_json: str) -> flow.FlowSpec:
+    return flow.spec(protocol.FunctionConfig.model_validate_json(config_json))
+
+
+def _flow_spec(config: protocol.FunctionConfig) -> flow.FlowSpec | None:
+    """The function's normalised flow-control config, or None when it has none (the common case)."""
+    if not (config.throttle or config.rate_limit or config.singleton or config.idempotency or config.priority):
+        return None
+    return _flow_spec_cached(config.model_dump_json(by_alias=True, exclude_none=True))
 
 
 def _ms(d: timedelta) -> int:

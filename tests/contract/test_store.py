@@ -596,3 +596,42 @@ async def test_get_events_keeps_the_order_asked_and_leaves_out_missing_ones(stor
     await store.ingest([event(f"ev{i}") for i in range(3)], [], NOW)
     got = await store.get_events(["ev2", "missing", "ev0", "ev1"])
     assert [e.internal_id for e in got] == ["ev2", "ev0", "ev1"]
+
+
+async def test_among_due_calls_higher_priority_is_claimed_first(store: base.Store) -> None:
+    runs = [base.NewRun(id=f"r{i}", function_slug="app-f", app_id="app-1", event_ids=("ev1",), idempotency_key=None,
+                        due_at=NOW + i, flow=base.RunFlow(priority_ms=p * 1000))
+            for i, p in enumerate((0, 300, 0, 600))]
+    await store.ingest([event()], runs, NOW)
+    claimed = [(await store.claim_due(NOW + 10, 1, OWNER, LEASE))[0].run_id for _ in range(4)]
+    assert claimed == ["r3", "r1", "r0", "r2"]  # 600 s, 300 s, then equal priorities by due time
+    # priority only reorders what is due: a high-priority call due later waits for its time
+    late = base.NewRun(id="late", function_slug="app-f", app_id="app-1", event_ids=("ev1",), idempotency_key=None,
+                       due_at=NOW + 60_000, flow=base.RunFlow(priority_ms=600_000))
+    await store.ingest([], [late], NOW)
+    assert await store.claim_due(NOW + 10, 1, OWNER, LEASE) == []
+
+
+async def test_rate_limited_runs_are_stored_skipped_without_work(store: base.Store) -> None:
+    flow = base.RunFlow(rate_limit=("k", 1, 60_000))
+    made = [base.NewRun(id=f"r{i}", function_slug="app-f", app_id="app-1", event_ids=("ev1",), idempotency_key=None,
+                        due_at=NOW, flow=flow) for i in range(3)]
+    assert await store.ingest([event()], made, NOW) == ["r0", "r1", "r2"]
+    statuses = [(await store.get_run(f"r{i}")).status for i in range(3)]  # type: ignore[union-attr]
+    assert statuses == [protocol.RunStatus.QUEUED, protocol.RunStatus.SKIPPED, protocol.RunStatus.SKIPPED]
+    assert [i.run_id for i in await store.claim_due(NOW, 10, OWNER, LEASE)] == ["r0"]
+    # a new window admits again
+    later = base.NewRun(id="r9", function_slug="app-f", app_id="app-1", event_ids=("ev1",), idempotency_key=None,
+                        due_at=NOW + 60_001, flow=flow)
+    await store.ingest([], [later], NOW + 60_001)
+    assert (await store.get_run("r9")).status == protocol.RunStatus.QUEUED  # type: ignore[union-attr]
+
+
+async def test_throttled_runs_get_later_due_times(store: base.Store) -> None:
+    flow = base.RunFlow(throttle=("t", 2, 1000, 1))  # 2 per second, evenly: every 500 ms
+    made = [base.NewRun(id=f"r{i}", function_slug="app-f", app_id="app-1", event_ids=("ev1",), idempotency_key=None,
+                        due_at=NOW, flow=flow) for i in range(3)]
+    await store.ingest([event()], made, NOW)
+    assert [i.run_id for i in await store.claim_due(NOW, 10, OWNER, LEASE)] == ["r0"]
+    assert [i.run_id for i in await store.claim_due(NOW + 500, 10, OWNER, LEASE)] == ["r1"]
+    assert [i.run_id for i in await store.claim_due(NOW + 1000, 10, OWNER, LEASE)] == ["r2"]

@@ -25,7 +25,7 @@ from ratchet.server.store import base
 
 SDL = """
 scalar Time
-enum FunctionRunStatus { QUEUED RUNNING COMPLETED FAILED CANCELLED }
+enum FunctionRunStatus { QUEUED RUNNING COMPLETED FAILED CANCELLED SKIPPED }
 enum RunTraceSpanStatus { QUEUED RUNNING WAITING COMPLETED FAILED CANCELLED }
 enum FunctionTriggerType { EVENT CRON }
 

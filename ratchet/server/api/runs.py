@@ -89,7 +89,7 @@ def _status(request: Request) -> str | Response | None:
     if status is None:
         return None
     if status.upper() not in {s.value for s in protocol.RunStatus}:
-        return error(400, f"status: must be one of QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, got {status!r}")
+        return error(400, f"status: must be one of {', '.join(s.value for s in protocol.RunStatus)}, got {status!r}")
     return status.upper()
 
 

@@ -173,6 +173,17 @@ class NewRun:
     due_at: int
     pauses: tuple[PauseRecord, ...] = ()
     timers: tuple[NewItem, ...] = ()
+    flow: RunFlow | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunFlow:
+    """Flow control the store applies when it creates a run, each against its key's stored state."""
+
+    priority_ms: int = 0  #: the run's calls sort this much earlier among due calls
+    rate_limit: tuple[str, int, int] | None = None  #: (key, limit, period ms): excess runs are SKIPPED
+    throttle: tuple[str, int, int, int] | None = None  #: (key, limit, period ms, burst): excess runs wait
+    singleton: tuple[str, str] | None = None  #: (key, mode `skip` | `cancel`)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

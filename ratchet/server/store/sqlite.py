@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ratchet import protocol
+from ratchet.server.engine import flow, lifecycle
 from ratchet.server.store import base, migrations
 
 # Pragmas, each with its reason:
@@ -251,18 +252,80 @@ class SqliteStore:
 
     def _create_run_txn(self, run: base.NewRun, now: int) -> None:
         db = self._db
+        fl = run.flow or base.RunFlow()
+        skipped, due_at = self._flow_txn(run, fl, now)
+        status = protocol.RunStatus.SKIPPED if skipped else protocol.RunStatus.QUEUED
         db.execute(
-            "INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (run.id, run.function_slug, run.app_id, protocol.RunStatus.QUEUED.value, _dumps(list(run.event_ids)),
-             now),
+            "INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at, ended_at, error, "
+            "singleton_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run.id, run.function_slug, run.app_id, status.value, _dumps(list(run.event_ids)), now,
+             now if skipped else None, skipped, None if fl.singleton is None else fl.singleton[0]),
         )
         db.executemany("INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES (?, ?)",
                        [(eid, run.id) for eid in run.event_ids])
-        db.execute("INSERT INTO queue (run_id, target, attempt, due_at) VALUES (?, ?, 0, ?)",
-                   (run.id, protocol.DISCOVERY_STEP_ID, run.due_at))
+        if skipped:
+            return
+        db.execute("INSERT INTO queue (run_id, target, attempt, due_at, priority) VALUES (?, ?, 0, ?, ?)",
+                   (run.id, protocol.DISCOVERY_STEP_ID, due_at, fl.priority_ms))
         for pause in run.pauses:
             self._insert_pause_txn(pause)
         self._insert_items_txn(run.timers)
+
+    def _flow_txn(self, run: base.NewRun, fl: base.RunFlow, now: int) -> tuple[str | None, int]:
+        """Apply rate limit, singleton and throttle to a new run, against (and updating) their state.
+
+        Returns why the run is skipped (None: it starts) and when its first call is due.
+        """
+        db = self._db
+        if fl.rate_limit is not None:
+            key, limit, period_ms = fl.rate_limit
+            row = db.execute("SELECT state FROM flow_state WHERE key = ?", (key,)).fetchone()
+            state = flow.RateLimitState(tuple(orjson.loads(row[0])["admitted"])) if row else None
+            decision = flow.rate_limit(state, now=now, limit=limit, period_ms=period_ms)
+            if isinstance(decision, flow.Drop):
+                return f"rate limited: more than {limit} runs in {period_ms} ms for this key", run.due_at
+            assert isinstance(decision.state, flow.RateLimitState)
+            self._save_flow_state(key, {"admitted": list(decision.state.admitted)},
+                                  decision.state.expires_at(period_ms))
+        if fl.singleton is not None:
+            key, mode = fl.singleton
+            row = db.execute("SELECT id FROM runs WHERE singleton_key = ? AND status IN ('QUEUED', 'RUNNING') "
+                             "LIMIT 1", (key,)).fetchone()
+            verdict = flow.singleton(row[0] if row else None, flow.SingletonMode(mode))
+            if isinstance(verdict, flow.Skip):
+                return f"singleton: run {verdict.active_run} is active for this key", run.due_at
+            if isinstance(verdict, flow.CancelThenStart):
+                self._cancel_txn(verdict.run_id, f"singleton: replaced by run {run.id}", now)
+        due_at = run.due_at
+        if fl.throttle is not None:
+            key, limit, period_ms, burst = fl.throttle
+            row = db.execute("SELECT state FROM flow_state WHERE key = ?", (key,)).fetchone()
+            gcra = flow.GcraState(orjson.loads(row[0])["tat_ns"]) if row else None
+            decision = flow.throttle(gcra, now=now, limit=limit, period_ms=period_ms, burst=burst)
+            if isinstance(decision, flow.DelayUntil):
+                # Excess runs are delayed, never dropped: reserve the first slot that conforms.
+                due_at = max(due_at, decision.at)
+                decision = flow.throttle(gcra, now=decision.at, limit=limit, period_ms=period_ms, burst=burst)
+            assert isinstance(decision, flow.Admit) and isinstance(decision.state, flow.GcraState)
+            self._save_flow_state(key, {"tat_ns": decision.state.tat_ns}, decision.state.expires_at)
+        return None, due_at
+
+    def _save_flow_state(self, key: str, state: dict[str, Any], expires_at: int) -> None:
+        self._db.execute("INSERT INTO flow_state (key, state, expires_at) VALUES (?, ?, ?) ON CONFLICT(key) "
+                         "DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at",
+                         (key, _dumps(state), expires_at))
+
+    def _cancel_txn(self, run_id: str, reason: str, now: int) -> None:
+        """Cancel a run inside the current transaction, with its lifecycle events."""
+        row = self._db.execute("SELECT function_slug, event_ids FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return
+        output = {"name": "FunctionCancelled", "message": reason}
+        events = [e.wire() for e in self._events_txn(orjson.loads(row[1]))]
+        ended = lifecycle.run_ended_events(run_id=run_id, function_slug=row[0], events=events,
+                                           status=protocol.RunStatus.CANCELLED, output=output)
+        self._apply_run_txn(run_id, (base.FinishRun(protocol.RunStatus.CANCELLED, output, error=reason),
+                                     base.Emit(ended)), now, owner=None, lease_ms=0, item_id=None)
 
     def _insert_items_txn(self, items: Iterable[base.NewItem]) -> None:
         self._db.executemany(
@@ -368,7 +431,7 @@ class SqliteStore:
         with self._write():
             rows = db.execute(
                 f"SELECT {_QUEUE_COLS} FROM queue WHERE lease_owner IS NULL AND due_at <= ? "
-                "ORDER BY due_at, id LIMIT ?", (now, limit)).fetchall()
+                "ORDER BY due_at - priority, id LIMIT ?", (now, limit)).fetchall()
             if len(rows) < limit:
                 rows += db.execute(
                     f"SELECT {_QUEUE_COLS} FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= ? "

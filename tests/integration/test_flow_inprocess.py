@@ -1,0 +1,87 @@
+"""Flow control applied when runs start (rate limit, throttle, singleton, idempotency, priority), with
+Ratchet's SDK in one process (the `stack` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+import ratchet
+from tests.integration.inprocess import Stack
+
+
+async def statuses(s: Stack, function_id: str) -> list[str]:
+    runs = (await s.api.get("/v1/runs", params={"function_id": function_id, "limit": 1000})).json()["data"]
+    return sorted(r["status"] for r in runs)
+
+
+async def wait_for(s: Stack, function_id: str, want: list[str], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := await statuses(s, function_id)) != sorted(want):
+        assert time.monotonic() < deadline, got
+        await asyncio.sleep(0.02)
+
+
+async def test_rate_limit_skips_excess_runs_per_key(stack: Stack) -> None:
+    @stack.client.function(id="limited", trigger=ratchet.on_event("t/rl"),
+                           rate_limit=ratchet.RateLimit(limit=2, period=timedelta(hours=1), key="event.data.user"))
+    async def fn(ctx: ratchet.Context) -> str:
+        return str(ctx.event.data["user"])
+
+    await stack.sync([fn])
+    for user in ("a", "a", "a", "b"):
+        await stack.send("t/rl", {"user": user})
+    await wait_for(stack, "inproc-limited", ["COMPLETED"] * 3 + ["SKIPPED"])
+    runs = (await stack.api.get("/v1/runs", params={"function_id": "inproc-limited", "status": "SKIPPED"})).json()
+    (skipped,) = runs["data"]
+    assert "rate limited" in skipped["error"]
+
+
+async def test_throttle_delays_and_never_drops(stack: Stack) -> None:
+    @stack.client.function(id="throttled", trigger=ratchet.on_event("t/th"),
+                           throttle=ratchet.Throttle(limit=2, period=timedelta(seconds=1), burst=1))
+    async def fn(ctx: ratchet.Context) -> float:
+        return time.time()
+
+    await stack.sync([fn])
+    for _ in range(4):
+        await stack.send("t/th")
+    await wait_for(stack, "inproc-throttled", ["COMPLETED"] * 4)
+    runs = (await stack.api.get("/v1/runs", params={"function_id": "inproc-throttled"})).json()["data"]
+    starts = sorted(r["output"] for r in runs)
+    # 2 per second, evenly spaced: starts at 0, 0.5, 1.0, 1.5 s
+    assert starts[-1] - starts[0] >= 1.4
+
+
+async def test_singleton_skip_and_cancel(stack: Stack) -> None:
+    @stack.client.function(id="solo-skip", trigger=ratchet.on_event("t/solo-skip"),
+                           singleton=ratchet.Singleton(key="event.data.k", mode="skip"))
+    async def skip(ctx: ratchet.Context) -> None:
+        await ctx.step.sleep("hold", timedelta(hours=1))
+
+    @stack.client.function(id="solo-cancel", trigger=ratchet.on_event("t/solo-cancel"),
+                           singleton=ratchet.Singleton(key="event.data.k", mode="cancel"))
+    async def cancel(ctx: ratchet.Context) -> None:
+        await ctx.step.sleep("hold", timedelta(hours=1))
+
+    await stack.sync([skip, cancel])
+    for name in ("t/solo-skip", "t/solo-cancel"):
+        await stack.send(name, {"k": 1})
+        await stack.send(name, {"k": 1})
+        await stack.send(name, {"k": 2})
+    # skip: the second run for k=1 is skipped while the first holds the key; cancel: it replaces the first
+    await wait_for(stack, "inproc-solo-skip", ["RUNNING", "RUNNING", "SKIPPED"], timeout=5)
+    await wait_for(stack, "inproc-solo-cancel", ["CANCELLED", "RUNNING", "RUNNING"], timeout=5)
+
+
+async def test_idempotency_expression_starts_one_run_per_value(stack: Stack) -> None:
+    @stack.client.function(id="idem", trigger=ratchet.on_event("t/idem"), idempotency="event.data.order")
+    async def fn(ctx: ratchet.Context) -> Any:
+        return ctx.event.data["order"]
+
+    await stack.sync([fn])
+    for order in (1, 1, 2, 1):
+        await stack.send("t/idem", {"order": order})
+    await wait_for(stack, "inproc-idem", ["COMPLETED", "COMPLETED"])
