@@ -7,8 +7,8 @@ nor a web framework. Framework adapters: `ratchet.sdk.fastapi`, `ratchet.sdk.fla
 from __future__ import annotations
 
 from ratchet import sdk as _sdk
-from ratchet.sdk import *  # noqa: F403 - the SDK's public surface is ours
+from ratchet.sdk import *
 
 __version__ = "0.1.0"
 
-__all__ = [*_sdk.__all__, "__version__"]
+__all__ = [*_sdk.__all__, "__version__"]  # noqa: PLE0604 - the SDK's (string) names

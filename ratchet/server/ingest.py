@@ -183,7 +183,8 @@ class Ingestor:
             throttle=None if spec.throttle is None or k.throttle is None else
             (k.throttle, spec.throttle.limit, spec.throttle.period_ms, spec.throttle.burst),
             singleton=None if spec.singleton is None or k.singleton is None else
-            (k.singleton, spec.singleton.mode.value))
+            (k.singleton, spec.singleton.mode.value),
+            concurrency=tuple(k.limits))
         idempotency = None if k.idempotency is None else f"{fn.slug}\x00idempotency\x00{k.idempotency}"
         return run_flow, idempotency
 
@@ -243,7 +244,8 @@ def _flow_spec_cached(config_json: str) -> flow.FlowSpec:
 
 def _flow_spec(config: protocol.FunctionConfig) -> flow.FlowSpec | None:
     """The function's normalised flow-control config, or None when it has none (the common case)."""
-    if not (config.throttle or config.rate_limit or config.singleton or config.idempotency or config.priority):
+    if not (config.throttle or config.rate_limit or config.singleton or config.idempotency or config.priority
+            or config.concurrency):
         return None
     return _flow_spec_cached(config.model_dump_json(by_alias=True, exclude_none=True))
 

@@ -635,3 +635,46 @@ async def test_throttled_runs_get_later_due_times(store: base.Store) -> None:
     assert [i.run_id for i in await store.claim_due(NOW, 10, OWNER, LEASE)] == ["r0"]
     assert [i.run_id for i in await store.claim_due(NOW + 500, 10, OWNER, LEASE)] == ["r1"]
     assert [i.run_id for i in await store.claim_due(NOW + 1000, 10, OWNER, LEASE)] == ["r2"]
+
+
+def keyed_run(run_id: str, key: str = "tenant-a", limit: int = 1) -> base.NewRun:
+    return base.NewRun(id=run_id, function_slug="app-f", app_id="app-1", event_ids=("ev1",), idempotency_key=None,
+                       due_at=NOW, flow=base.RunFlow(concurrency=((key, limit),)))
+
+
+async def test_claim_never_leases_more_calls_of_a_key_than_its_limit(store: base.Store) -> None:
+    await store.ingest([event()], [keyed_run(f"a{i}") for i in range(3)] + [keyed_run("b0", "tenant-b")], NOW)
+    first = await store.claim_due(NOW, 10, OWNER, LEASE)
+    assert sorted(i.run_id for i in first) == ["a0", "b0"]  # one per key; b is not starved by a's backlog
+    assert await store.claim_due(NOW, 10, OWNER, LEASE) == []  # a's others wait (blocked), nothing spins
+    assert await store.next_due_at() != NOW  # blocked calls are not "due" for the scheduler's timer
+    a0 = next(i for i in first if i.run_id == "a0")
+    await store.apply(a0, OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW, LEASE)
+    nxt = await store.claim_due(NOW, 10, OWNER, LEASE)
+    assert [i.run_id for i in nxt] == ["a1"]  # the freed slot goes to the next call of the key
+
+
+async def test_a_follow_up_call_keeps_the_slot_of_the_call_it_replaces(store: base.Store) -> None:
+    await store.ingest([event()], [keyed_run("a0"), keyed_run("a1")], NOW)
+    (item,) = await store.claim_due(NOW, 10, OWNER, LEASE)
+    save = base.SaveStep("h1", "s", "StepRun", base.StepStatus.COMPLETED, {"data": 1}, NOW, NOW)
+    applied = await store.apply(item, OWNER, [save, base.Enqueue("step", NOW)], NOW, LEASE)
+    assert [i.run_id for i in applied.ready] == [item.run_id]  # runs on at once, in the same slot
+    assert await store.claim_due(NOW, 10, OWNER, LEASE) == []  # the other run still waits
+
+
+async def test_a_follow_up_call_waits_when_its_key_is_full(store: base.Store) -> None:
+    # two limits: the run's second key is full because another run holds it
+    both = base.NewRun(id="r1", function_slug="app-f", app_id="app-1", event_ids=("ev1",), idempotency_key=None,
+                       due_at=NOW, flow=base.RunFlow(concurrency=(("k1", 5), ("k2", 1))))
+    other = keyed_run("r2", "k2", 1)
+    await store.ingest([event()], [both], NOW)
+    (item,) = await store.claim_due(NOW, 10, OWNER, LEASE)
+    await store.ingest([], [other], NOW)
+    sleep = base.SaveStep("hs", "nap", "Sleep", base.StepStatus.SLEEPING, None, NOW, NOW + 10)
+    await store.apply(item, OWNER, [sleep, base.Enqueue("step", NOW + 10)], NOW, LEASE)
+    (o,) = await store.claim_due(NOW, 10, OWNER, LEASE)  # r2 takes k2 while r1 sleeps
+    assert o.run_id == "r2"
+    assert await store.claim_due(NOW + 10, 10, OWNER, LEASE) == []  # r1's wake waits for k2
+    await store.apply(o, OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW + 11, LEASE)
+    assert [i.run_id for i in await store.claim_due(NOW + 11, 10, OWNER, LEASE)] == ["r1"]

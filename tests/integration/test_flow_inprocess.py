@@ -85,3 +85,34 @@ async def test_idempotency_expression_starts_one_run_per_value(stack: Stack) -> 
     for order in (1, 1, 2, 1):
         await stack.send("t/idem", {"order": order})
     await wait_for(stack, "inproc-idem", ["COMPLETED", "COMPLETED"])
+
+
+async def test_concurrency_limit_per_key_is_never_exceeded_and_keys_are_fair(stack: Stack) -> None:
+    in_flight: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    finished: list[str] = []
+
+    async def work(tenant: str) -> None:
+        in_flight[tenant] = in_flight.get(tenant, 0) + 1
+        peak[tenant] = max(peak.get(tenant, 0), in_flight[tenant])
+        await asyncio.sleep(0.02)
+        in_flight[tenant] -= 1
+
+    @stack.client.function(id="limited-c", trigger=ratchet.on_event("t/c"),
+                           concurrency=[ratchet.Concurrency(limit=1, key="event.data.tenant")])
+    async def fn(ctx: ratchet.Context) -> None:
+        tenant = str(ctx.event.data["tenant"])
+        await ctx.step.run("one", work, tenant)
+        await ctx.step.run("two", work, tenant)
+        finished.append(tenant)
+
+    await stack.sync([fn])
+    # a busy tenant sends 8 runs first, then two quiet tenants one each
+    for _ in range(8):
+        await stack.send("t/c", {"tenant": "busy"})
+    await stack.send("t/c", {"tenant": "q1"})
+    await stack.send("t/c", {"tenant": "q2"})
+    await wait_for(stack, "inproc-limited-c", ["COMPLETED"] * 10, timeout=20)
+    assert peak == {"busy": 1, "q1": 1, "q2": 1}  # one step in flight per tenant, ever
+    # fairness: the quiet tenants did not wait behind the busy tenant's backlog
+    assert finished.index("q1") < 4 and finished.index("q2") < 4, finished

@@ -184,6 +184,8 @@ class RunFlow:
     rate_limit: tuple[str, int, int] | None = None  #: (key, limit, period ms): excess runs are SKIPPED
     throttle: tuple[str, int, int, int] | None = None  #: (key, limit, period ms, burst): excess runs wait
     singleton: tuple[str, str] | None = None  #: (key, mode `skip` | `cancel`)
+    #: (key, limit) of each concurrency limit: the run's calls in flight count against each key
+    concurrency: tuple[tuple[str, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -288,6 +290,8 @@ class Applied:
 
     accepted: bool  #: False when the item was no longer ours (lease lost, run ended): nothing written
     ready: tuple[QueueItem, ...] = ()
+    #: something is queued that the scheduler must look at (a later call, a call waiting for a
+    #: concurrency slot, the outbox, or calls a freed slot unblocked)
     enqueued_future: bool = False
 
 

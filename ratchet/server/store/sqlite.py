@@ -42,6 +42,9 @@ _PRAGMAS = (
     # event loop for tens of ms. `_Checkpointer` runs them on its own connection and thread instead.
     "PRAGMA wal_autocheckpoint=0",
 )
+#: Due candidates read per claimed item, so calls held back by a full concurrency key do not crowd out
+#: the others in one claim.
+CANDIDATES_PER_CLAIM = 4
 #: How often the background checkpointer folds the WAL back into the database file.
 CHECKPOINT_INTERVAL_S = 1.0
 
@@ -257,16 +260,18 @@ class SqliteStore:
         status = protocol.RunStatus.SKIPPED if skipped else protocol.RunStatus.QUEUED
         db.execute(
             "INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at, ended_at, error, "
-            "singleton_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "singleton_key, concurrency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.id, run.function_slug, run.app_id, status.value, _dumps(list(run.event_ids)), now,
-             now if skipped else None, skipped, None if fl.singleton is None else fl.singleton[0]),
+             now if skipped else None, skipped, None if fl.singleton is None else fl.singleton[0],
+             _dumps([list(k) for k in fl.concurrency]) if fl.concurrency else None),
         )
         db.executemany("INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES (?, ?)",
                        [(eid, run.id) for eid in run.event_ids])
         if skipped:
             return
-        db.execute("INSERT INTO queue (run_id, target, attempt, due_at, priority) VALUES (?, ?, 0, ?, ?)",
-                   (run.id, protocol.DISCOVERY_STEP_ID, due_at, fl.priority_ms))
+        cur = db.execute("INSERT INTO queue (run_id, target, attempt, due_at, priority) VALUES (?, ?, 0, ?, ?)",
+                         (run.id, protocol.DISCOVERY_STEP_ID, due_at, fl.priority_ms))
+        self._add_keys_txn(cur.lastrowid or 0, [tuple(k) for k in fl.concurrency])
         for pause in run.pauses:
             self._insert_pause_txn(pause)
         self._insert_items_txn(run.timers)
@@ -429,9 +434,9 @@ class SqliteStore:
     async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int) -> list[base.QueueItem]:
         db = self._db
         with self._write():
-            rows = db.execute(
-                f"SELECT {_QUEUE_COLS} FROM queue WHERE lease_owner IS NULL AND due_at <= ? "
-                "ORDER BY due_at - priority, id LIMIT ?", (now, limit)).fetchall()
+            rows = self._admit_txn(db.execute(
+                f"SELECT {_QUEUE_COLS} FROM queue WHERE lease_owner IS NULL AND blocked = 0 AND due_at <= ? "
+                "ORDER BY due_at - priority, id LIMIT ?", (now, limit * CANDIDATES_PER_CLAIM)).fetchall(), limit)
             if len(rows) < limit:
                 rows += db.execute(
                     f"SELECT {_QUEUE_COLS} FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= ? "
@@ -447,15 +452,69 @@ class SqliteStore:
             await self._group.committed()
         return [dataclasses.replace(_item(r), lease_owner=owner, lease_until=until) for r in rows]
 
+    def _admit_txn(self, rows: list[tuple[Any, ...]], limit: int) -> list[tuple[Any, ...]]:
+        """Of the due candidates (in queue order), the ones to lease now: up to `limit`, never more calls
+        in flight per concurrency key than its limit, shared fairly across keys (`flow.select`). The
+        candidates a full key holds back are marked blocked until a call with that key ends."""
+        keyed: dict[int, list[tuple[str, int]]] = {}
+        for key, item_id, lim in self._db.execute(
+                f"SELECT key, item_id, lim FROM item_keys WHERE item_id IN ({','.join('?' * len(rows))})",
+                [r[0] for r in rows]).fetchall() if rows else ():
+            keyed.setdefault(item_id, []).append((key, lim))
+        if not keyed:
+            return rows[:limit]
+        limits = {k: lim for pairs in keyed.values() for k, lim in pairs}
+        in_flight = {k: self._in_flight_txn(k) for k in limits}
+        candidates = [flow.Candidate(item_id=r[0], keys=tuple(k for k, _ in keyed.get(r[0], ())), order_key=i,
+                                     fair_key=keyed[r[0]][0][0] if r[0] in keyed else None)
+                      for i, r in enumerate(rows)]
+        picked = set(flow.select(candidates, in_flight, limits, limit))
+        counts = dict(in_flight)
+        for c in candidates:
+            if c.item_id in picked:
+                for k in c.keys:
+                    counts[k] = counts.get(k, 0) + 1
+        blocked = [c.item_id for c in candidates if c.item_id not in picked
+                   and any(counts.get(k, 0) >= limits[k] for k in c.keys)]
+        self._db.executemany("UPDATE queue SET blocked = 1 WHERE id = ?", [(i,) for i in blocked])
+        return [r for r in rows if r[0] in picked]
+
+    def _in_flight_txn(self, key: str, *, excluding: int = -1) -> int:
+        """Calls holding `key` that are leased (in flight), not counting item `excluding`."""
+        return int(self._db.execute(
+            "SELECT count(*) FROM item_keys k JOIN queue q ON q.id = k.item_id WHERE k.key = ? "
+            "AND q.lease_owner IS NOT NULL AND q.id != ?", (key, excluding)).fetchone()[0])
+
+    def _add_keys_txn(self, item_id: int, keys: Sequence[tuple[str, int]]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO item_keys (key, item_id, lim) VALUES (?, ?, ?)",
+                             [(k, item_id, lim) for k, lim in keys])
+
+    def _run_keys_txn(self, run_id: str) -> list[tuple[str, int]]:
+        row = self._db.execute("SELECT concurrency FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return [(k, int(lim)) for k, lim in orjson.loads(row[0])] if row and row[0] else []
+
+    def _unblock_txn(self, keys: Iterable[tuple[str, int]]) -> int:
+        """A call holding these keys ended or let go: blocked calls of the keys may have room now."""
+        total = 0
+        for key, lim in keys:
+            room = lim - self._in_flight_txn(key)
+            if room > 0:
+                total += self._db.execute(
+                    "UPDATE queue SET blocked = 0 WHERE id IN (SELECT q.id FROM item_keys k JOIN queue q ON "
+                    "q.id = k.item_id WHERE k.key = ? AND q.blocked = 1 ORDER BY q.due_at - q.priority, q.id "
+                    "LIMIT ?)", (key, room)).rowcount
+        return total
+
     async def next_due_at(self) -> int | None:
         row = self._db.execute(
-            "SELECT min(t) FROM (SELECT min(due_at) AS t FROM queue WHERE lease_owner IS NULL "
+            "SELECT min(t) FROM (SELECT min(due_at) AS t FROM queue WHERE lease_owner IS NULL AND blocked = 0 "
             "UNION ALL SELECT min(lease_until) FROM queue WHERE lease_owner IS NOT NULL)").fetchone()
         return row[0] if row else None
 
     async def release_leases(self, owner: str | None = None) -> int:
         with self._write():
             if owner is None:
+                self._db.execute("UPDATE queue SET blocked = 0 WHERE blocked = 1")  # every slot is free again
                 cur = self._db.execute(
                     "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
             else:
@@ -526,10 +585,14 @@ class SqliteStore:
             if held is None:
                 result = base.Applied(accepted=False)
             else:
+                keys = db.execute("SELECT key, lim FROM item_keys WHERE item_id = ?", (item.id,)).fetchall()
                 result = self._apply_run_txn(item.run_id, commands, now, owner=owner, lease_ms=lease_ms,
                                              item_id=item.id)
                 if not any(isinstance(c, base.RetryItem) for c in commands) or not result.accepted:
                     db.execute("DELETE FROM queue WHERE id = ?", (item.id,))
+                # This call no longer holds its concurrency slots (unless a follow-up took them over).
+                if keys and self._unblock_txn(keys):
+                    result = dataclasses.replace(result, enqueued_future=True)
         await self._group.committed()
         return result
 
@@ -545,6 +608,7 @@ class SqliteStore:
         stack_changed = False
         ready: list[base.QueueItem] = []
         future = False
+        finished = False
         this = -1 if item_id is None else item_id
         for cmd in commands:
             if isinstance(cmd, base.ConsumePause):
@@ -571,8 +635,8 @@ class SqliteStore:
                 enqueued = self._enqueue_txn(run_id, cmd, now, owner=owner, lease_ms=lease_ms, this=this)
                 if enqueued is not None:
                     ready.append(enqueued)
-                elif cmd.due_at > now:
-                    future = True
+                else:
+                    future = True  # a later call, or one the scheduler must admit (concurrency)
             elif isinstance(cmd, base.RetryItem):
                 db.execute(
                     "UPDATE queue SET attempt = attempt + 1, due_at = ?, lease_owner = NULL, "
@@ -584,6 +648,7 @@ class SqliteStore:
                            (cmd.status.value, _dumps(cmd.output), now, cmd.error, run_id))
                 db.execute("DELETE FROM queue WHERE run_id = ? AND id != ? AND kind != 'emit'", (run_id, this))
                 db.execute("DELETE FROM pauses WHERE run_id = ?", (run_id,))
+                finished = True
             elif isinstance(cmd, base.SetForceStepPlan):
                 db.execute("UPDATE runs SET force_step_plan = ? WHERE id = ?", (int(cmd.value), run_id))
             elif isinstance(cmd, base.CreatePause):
@@ -594,6 +659,8 @@ class SqliteStore:
                 future = True  # the scheduler picks the outbox up
         if stack_changed:
             db.execute("UPDATE runs SET stack = ? WHERE id = ?", (_dumps(stack), run_id))
+        if finished and self._unblock_txn(self._run_keys_txn(run_id)):
+            future = True  # calls of the ended run in flight gave their slots back
         return base.Applied(accepted=True, ready=tuple(ready), enqueued_future=future)
 
     def _enqueue_txn(self, run_id: str, cmd: base.Enqueue, now: int, *, owner: str | None, lease_ms: int,
@@ -623,16 +690,22 @@ class SqliteStore:
             if cmd.end_parallel:
                 db.execute("UPDATE runs SET force_step_plan = 0 WHERE id = ? AND force_step_plan = 1", (run_id,))
         payload = _dumps({"race": True}) if cmd.race else None
-        if owner is not None and cmd.due_at <= now:
+        keys = self._run_keys_txn(run_id)
+        # Run it at once only if every concurrency key has room (the call being finished, `this`, is
+        # about to give its slot back); otherwise the scheduler admits it when there is room.
+        if owner is not None and cmd.due_at <= now and all(
+                self._in_flight_txn(k, excluding=this) < lim for k, lim in keys):
             until = now + lease_ms
             cur = db.execute(
                 "INSERT INTO queue (run_id, target, attempt, due_at, lease_owner, lease_until, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, cmd.target, cmd.attempt, cmd.due_at, owner, until, payload))
+            self._add_keys_txn(cur.lastrowid or 0, keys)
             return base.QueueItem(id=cur.lastrowid or 0, run_id=run_id, target=cmd.target, attempt=cmd.attempt,
                                   due_at=cmd.due_at, lease_owner=owner, lease_until=until,
                                   payload=None if payload is None else {"race": True})
-        db.execute("INSERT INTO queue (run_id, target, attempt, due_at, payload) VALUES (?, ?, ?, ?, ?)",
-                   (run_id, cmd.target, cmd.attempt, cmd.due_at, payload))
+        cur = db.execute("INSERT INTO queue (run_id, target, attempt, due_at, payload) VALUES (?, ?, ?, ?, ?)",
+                         (run_id, cmd.target, cmd.attempt, cmd.due_at, payload))
+        self._add_keys_txn(cur.lastrowid or 0, keys)
         return None
 
 

@@ -39,6 +39,16 @@ def apply_sqlite(db: sqlite3.Connection) -> list[str]:
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration file on `;` at line ends (our files hold no triggers or string literals with `;`)."""
-    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().strip(";")]
+    """Split a migration file into statements, line by line, using SQLite's own notion of a complete
+    statement (so a trigger body's inner `;` does not end it)."""
+    out, buf = [], ""
+    for line in sql.splitlines():
+        if not buf and (not line.strip() or line.strip().startswith("--")):
+            continue
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"migration ends inside a statement: {buf.strip()[:80]!r}")
+    return out
