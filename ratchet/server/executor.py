@@ -188,6 +188,8 @@ class Executor:
             await self._cron_tick(item, now)
         elif item.kind == base.ItemKind.RUN_TIMEOUT:
             await self._run_timeout(item, now)
+        elif item.kind in (base.ItemKind.DEBOUNCE, base.ItemKind.BATCH):
+            await self._fire_pending(item, now)
         else:
             log.error("dropping queue item %s of unknown kind %r", item.id, item.kind)
             await store.apply(item, self.owner, [], now, self._lease_ms)
@@ -225,6 +227,21 @@ class Executor:
             base.Emit(lifecycle.run_ended_events(run_id=run.id, function_slug=run.function_slug, events=events,
                                                  status=protocol.RunStatus.CANCELLED, output=output))]
         await store.apply(item, self.owner, commands, now, self._lease_ms)
+        self._notify()
+
+    async def _fire_pending(self, item: base.QueueItem, now: int) -> None:
+        """A debounce's quiet period or a batch's timeout ended: start its run with its event(s)."""
+        store = self._store
+        pending = await store.get_pending(item.kind, str((item.payload or {}).get("key")))
+        fn = await store.get_function(pending.function_slug) if pending is not None else None
+        events = await store.get_events(list(pending.event_ids)) if pending is not None else []
+        if pending is None or fn is None or not events:
+            await store.apply(item, self.owner, [], now, self._lease_ms)  # nothing left to start
+            return
+        first = events[-1] if item.kind == base.ItemKind.DEBOUNCE else events[0]
+        run = self.ingestor.new_run(fn, first, first.wire(), now, events=events if len(events) > 1 else (),
+                                    collect=False)
+        await store.fire_pending(item, self.owner, pending, run, now)
         self._notify()
 
     async def _cron_tick(self, item: base.QueueItem, now: int) -> None:

@@ -127,7 +127,8 @@ class Ingestor:
             runs += self.runs_for(event, wire, now)
             resumes += await self._resumes_for(event, wire, now, taken)
         run_ids = await self._store.ingest(events, runs, now, resumes=resumes, items=items, done=done)
-        if run_ids or resumes or items:
+        collecting = any(r.flow is not None and (r.flow.debounce or r.flow.batch) for r in runs)
+        if run_ids or resumes or items or collecting:  # (a debounce or batch arms or moves a timer)
             self._notify()
         return run_ids
 
@@ -153,8 +154,10 @@ class Ingestor:
         return False
 
     def new_run(self, fn: base.FunctionRecord, event: base.EventRecord, wire: dict[str, Any], now: int, *,
-                key: str | None = None) -> base.NewRun:
-        """A run of `fn` for `event`, with its cancel-on pauses and `timeouts` timers."""
+                key: str | None = None, events: Sequence[base.EventRecord] = (),
+                collect: bool = True) -> base.NewRun:
+        """A run of `fn` for `event` (or for all of `events`, a batch), with its cancel-on pauses and
+        `timeouts` timers. With `collect` false the run starts as it is: its debounce or batch is done."""
         run_id = ids.new_ulid(now)
         timers = []
         timeouts = fn.config.timeouts
@@ -165,7 +168,11 @@ class Ingestor:
             timers.append(base.NewItem(base.ItemKind.RUN_TIMEOUT, run_id,
                                        now + _ms(protocol.parse_duration(timeouts.finish)), {"which": "finish"}))
         run_flow, idempotency = self._flow(fn, wire, now)
-        return base.NewRun(id=run_id, function_slug=fn.slug, app_id=fn.app_id, event_ids=(event.internal_id,),
+        if not collect:
+            run_flow = None if run_flow is None else dataclasses.replace(run_flow, debounce=None, batch=None)
+            key = key or f"{fn.slug}\x00collected\x00{run_id}"
+        event_ids = tuple(e.internal_id for e in events) or (event.internal_id,)
+        return base.NewRun(id=run_id, function_slug=fn.slug, app_id=fn.app_id, event_ids=event_ids,
                            idempotency_key=key or idempotency or f"{fn.slug}\x00{event.id}", due_at=now,
                            pauses=waits.cancel_pauses(run_id, fn.config, wire, now), timers=tuple(timers),
                            flow=run_flow)
@@ -184,7 +191,11 @@ class Ingestor:
             (k.throttle, spec.throttle.limit, spec.throttle.period_ms, spec.throttle.burst),
             singleton=None if spec.singleton is None or k.singleton is None else
             (k.singleton, spec.singleton.mode.value),
-            concurrency=tuple(k.limits))
+            concurrency=tuple(k.limits),
+            debounce=None if spec.debounce is None or k.debounce is None else
+            (k.debounce, spec.debounce.period_ms, spec.debounce.timeout_ms),
+            batch=None if spec.batch is None or not k.batched or k.batch is None else
+            (k.batch, spec.batch.max_size, spec.batch.timeout_ms))
         idempotency = None if k.idempotency is None else f"{fn.slug}\x00idempotency\x00{k.idempotency}"
         return run_flow, idempotency
 
@@ -245,7 +256,7 @@ def _flow_spec_cached(config_json: str) -> flow.FlowSpec:
 def _flow_spec(config: protocol.FunctionConfig) -> flow.FlowSpec | None:
     """The function's normalised flow-control config, or None when it has none (the common case)."""
     if not (config.throttle or config.rate_limit or config.singleton or config.idempotency or config.priority
-            or config.concurrency):
+            or config.concurrency or config.debounce or config.batch_events):
         return None
     return _flow_spec_cached(config.model_dump_json(by_alias=True, exclude_none=True))
 

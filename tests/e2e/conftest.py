@@ -35,7 +35,7 @@ def e2e(tmp_path: Path) -> Iterator[E2EEnv]:
 
 
 PRIMITIVES_APP = Path(__file__).parent / "apps" / "primitives_app.py"
-PRIMITIVES = ("e2e-prim-waiter", "e2e-prim-short-wait", "e2e-prim-child", "e2e-prim-parent", "e2e-prim-parallel",
+PRIMITIVES = ("e2e-prim-batch", "e2e-prim-waiter", "e2e-prim-short-wait", "e2e-prim-child", "e2e-prim-parent", "e2e-prim-parallel",
               "e2e-prim-cron")
 
 

@@ -161,3 +161,17 @@ def test_kill9_with_a_cron_tick_due_while_down_fires_once_after_restart(e2e_prim
     time.sleep(0.5)  # a window for a wrong second firing: the claim is that nothing happens
     assert len(api.runs(function_id=slug)) == 1
     assert len(cron_items(server.db_path, slug)) == 1
+
+
+def test_kill9_with_a_batch_half_full_loses_no_event(e2e_prim) -> None:
+    api = e2e_prim.api
+    server = e2e_prim.server
+    ids = [api.send({"name": "e2e/batch", "data": {"n": n}})[0] for n in range(3)]  # 3 of 10: not full
+    server.kill9()
+    server.restart()
+    # the batch's 2 s timeout fires after the restart, with every accepted event
+    runs = wait_until(lambda: api.runs(function_id="e2e-prim-batch"), 15, "the batch run after the restart")
+    (run,) = runs
+    done = wait_run(api, run["id"], "COMPLETED")
+    assert done["output"] == [0, 1, 2]
+    assert sorted(done["event_ids"]) == sorted(ids)

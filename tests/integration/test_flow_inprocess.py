@@ -116,3 +116,49 @@ async def test_concurrency_limit_per_key_is_never_exceeded_and_keys_are_fair(sta
     assert peak == {"busy": 1, "q1": 1, "q2": 1}  # one step in flight per tenant, ever
     # fairness: the quiet tenants did not wait behind the busy tenant's backlog
     assert finished.index("q1") < 4 and finished.index("q2") < 4, finished
+
+
+async def test_debounce_starts_one_run_per_key_with_the_last_event(stack: Stack) -> None:
+    @stack.client.function(id="deb", trigger=ratchet.on_event("t/deb"),
+                           debounce=ratchet.Debounce(period=timedelta(seconds=1), key="event.data.k"))
+    async def fn(ctx: ratchet.Context) -> Any:
+        return [ctx.event.data["k"], ctx.event.data["n"]]
+
+    await stack.sync([fn])
+    for n in range(5):
+        await stack.send("t/deb", {"k": "a", "n": n})
+        await stack.send("t/deb", {"k": "b", "n": n * 10})
+    await wait_for(stack, "inproc-deb", ["COMPLETED", "COMPLETED"], timeout=10)
+    runs = (await stack.api.get("/v1/runs", params={"function_id": "inproc-deb"})).json()["data"]
+    assert sorted(tuple(r["output"]) for r in runs) == [("a", 4), ("b", 40)]  # each key's last event
+
+
+async def test_debounce_timeout_caps_the_delay(stack: Stack) -> None:
+    @stack.client.function(id="deb-cap", trigger=ratchet.on_event("t/deb-cap"),
+                           debounce=ratchet.Debounce(period=timedelta(seconds=1), timeout=timedelta(seconds=1)))
+    async def fn(ctx: ratchet.Context) -> int:
+        return int(ctx.event.data["n"])
+
+    await stack.sync([fn])
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < 1.6:  # keep it busy past the timeout: a run must start anyway
+        await stack.send("t/deb-cap", {"n": n})
+        n += 1
+        await asyncio.sleep(0.1)
+    runs = (await stack.api.get("/v1/runs", params={"function_id": "inproc-deb-cap"})).json()["data"]
+    assert runs, "the timeout should have started a run while events kept coming"
+
+
+async def test_batch_starts_full_batches_at_once_and_the_rest_at_the_timeout(stack: Stack) -> None:
+    @stack.client.function(id="bat", trigger=ratchet.on_event("t/bat"),
+                           batch_events=ratchet.Batch(max_size=3, timeout=timedelta(seconds=1)))
+    async def fn(ctx: ratchet.Context) -> list[int]:
+        return [int(e.data["n"]) for e in ctx.events]
+
+    await stack.sync([fn])
+    for n in range(7):
+        await stack.send("t/bat", {"n": n})
+    await wait_for(stack, "inproc-bat", ["COMPLETED"] * 3, timeout=10)
+    runs = (await stack.api.get("/v1/runs", params={"function_id": "inproc-bat"})).json()["data"]
+    assert sorted(r["output"] for r in runs) == [[0, 1, 2], [3, 4, 5], [6]]

@@ -125,6 +125,8 @@ class ItemKind(enum.StrEnum):
     EMIT = "emit"  #: internal events to ingest (payload: list of events): the outbox
     CRON = "cron"  #: a schedule's tick (payload: function slug and cron spec)
     RUN_TIMEOUT = "run_timeout"  #: `timeouts.start`/`finish` (payload: which)
+    DEBOUNCE = "debounce"  #: an open debounce's quiet period ends (run_id `debounce:<key>`)
+    BATCH = "batch"  #: an open batch's timeout ends (run_id `batch:<key>`)
 
 
 class PauseKind(enum.StrEnum):
@@ -186,6 +188,21 @@ class RunFlow:
     singleton: tuple[str, str] | None = None  #: (key, mode `skip` | `cancel`)
     #: (key, limit) of each concurrency limit: the run's calls in flight count against each key
     concurrency: tuple[tuple[str, int], ...] = ()
+    #: (key, period ms, timeout ms | None): no run now; the key's debounce takes this event as its last
+    debounce: tuple[str, int, int | None] | None = None
+    #: (key, max size, timeout ms): the event joins the key's batch; the run starts when it is full
+    batch: tuple[str, int, int] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pending:
+    """An open debounce or batch: the function, and the events its run will start with."""
+
+    kind: str  #: ItemKind.DEBOUNCE or ItemKind.BATCH
+    key: str
+    function_slug: str
+    event_ids: tuple[str, ...]
+    fire_at: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -383,6 +400,15 @@ class Store(Protocol):
     async def active_run_ids(self, function_slug: str, *, created_from: int | None = None,
                              created_to: int | None = None, limit: int = 1000) -> list[str]:
         """Ids of runs of the function that have not ended, created in [from, to), oldest first."""
+        ...
+
+    async def get_pending(self, kind: str, key: str) -> Pending | None:
+        """The open debounce or batch of `key`."""
+        ...
+
+    async def fire_pending(self, item: QueueItem, owner: str, pending: Pending, run: NewRun, now: int) -> bool:
+        """Start the run of an open debounce or batch, if it is still as `pending` says and due; close it
+        and delete its timer `item`, at once. Otherwise re-arm the timer for the current `fire_at`."""
         ...
 
     async def release_leases(self, owner: str | None = None) -> int:

@@ -245,6 +245,10 @@ class SqliteStore:
                         (run.idempotency_key, run.id, now + IDEMPOTENCY_MS, now))
                     if cur.rowcount == 0:
                         continue
+                if run.flow is not None and (run.flow.debounce or run.flow.batch):
+                    run = self._collect_txn(run, now)  # the run waits for more events, or starts full
+                    if run is None:
+                        continue
                 self._create_run_txn(run, now)
                 created.append(run.id)
             for resume in resumes:
@@ -252,6 +256,85 @@ class SqliteStore:
             self._insert_items_txn(items)
         await self._group.committed()
         return created
+
+    def _collect_txn(self, run: base.NewRun, now: int) -> base.NewRun | None:
+        """Debounce or batch a new run's event. Returns the run to start now (a batch that is full, with
+        all its events), or None: the run starts when its timer fires."""
+        db = self._db
+        fl = run.flow
+        assert fl is not None
+        event_id = run.event_ids[0]
+        if fl.debounce is not None:
+            key, period_ms, timeout_ms = fl.debounce
+            row = db.execute("SELECT first_seen, event_id, fire_at FROM debounces WHERE key = ?", (key,)).fetchone()
+            state = flow.DebounceState(row[0], row[1], row[2]) if row else None
+            if state is not None and state.fire_at <= now:
+                # Due but its timer has not fired yet: the run has not started, so this event simply
+                # becomes its last one (the timeout still caps the delay from the first event).
+                state = dataclasses.replace(state, fire_at=now + 1)
+            new = flow.debounce(state, now=now, period_ms=period_ms, timeout_ms=timeout_ms, event_id=event_id)
+            db.execute("INSERT INTO debounces (key, function_slug, event_id, first_seen, fire_at) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET event_id = excluded.event_id, first_seen = excluded.first_seen, "
+                       "fire_at = excluded.fire_at", (key, run.function_slug, event_id, new.first_seen, new.fire_at))
+            self._arm_txn(base.ItemKind.DEBOUNCE, key, run.function_slug, new.fire_at)
+            return None
+        assert fl.batch is not None
+        key, max_size, timeout_ms = fl.batch
+        row = db.execute("SELECT event_ids, first_at, fire_at FROM batches WHERE key = ?", (key,)).fetchone()
+        state = flow.BatchState(row[1], tuple(orjson.loads(row[0])), row[2]) if row else None
+        new, full = flow.batch_add(state, now=now, max_size=max_size, timeout_ms=timeout_ms, event_id=event_id)
+        if full:
+            db.execute("DELETE FROM batches WHERE key = ?", (key,))
+            db.execute("DELETE FROM queue WHERE kind = 'batch' AND run_id = ?", (f"batch:{key}",))
+            return dataclasses.replace(run, event_ids=new.event_ids, idempotency_key=None,
+                                       flow=dataclasses.replace(fl, batch=None))
+        db.execute("INSERT INTO batches (key, function_slug, event_ids, first_at, fire_at) VALUES (?, ?, ?, ?, ?) "
+                   "ON CONFLICT(key) DO UPDATE SET event_ids = excluded.event_ids",
+                   (key, run.function_slug, _dumps(list(new.event_ids)), new.first_at, new.fire_at))
+        self._arm_txn(base.ItemKind.BATCH, key, run.function_slug, new.fire_at)
+        return None
+
+    def _arm_txn(self, kind: str, key: str, function_slug: str, due_at: int) -> None:
+        """The one timer item of an open debounce or batch, due at `due_at` (moved if it exists)."""
+        cur = self._db.execute("UPDATE queue SET due_at = ? WHERE kind = ? AND run_id = ?",
+                               (due_at, kind, f"{kind}:{key}"))
+        if cur.rowcount == 0:
+            self._insert_items_txn([base.NewItem(kind, f"{kind}:{key}", due_at,
+                                                 {"key": key, "function": function_slug})])
+
+    async def get_pending(self, kind: str, key: str) -> base.Pending | None:
+        return self._pending_txn(kind, key)
+
+    async def fire_pending(self, item: base.QueueItem, owner: str, pending: base.Pending, run: base.NewRun,
+                           now: int) -> bool:
+        db = self._db
+        fired = False
+        with self._write():
+            if db.execute("SELECT 1 FROM queue WHERE id = ? AND lease_owner = ?", (item.id, owner)).fetchone():
+                current = self._pending_txn(pending.kind, pending.key)
+                if current is None:
+                    db.execute("DELETE FROM queue WHERE id = ?", (item.id,))
+                elif current != pending or current.fire_at > now:
+                    # Another event moved it since we looked: fire at its new time instead.
+                    db.execute("UPDATE queue SET due_at = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                               (current.fire_at, item.id))
+                else:
+                    table = "debounces" if pending.kind == base.ItemKind.DEBOUNCE else "batches"
+                    db.execute(f"DELETE FROM {table} WHERE key = ?", (pending.key,))
+                    db.execute("DELETE FROM queue WHERE id = ?", (item.id,))
+                    self._create_run_txn(run, now)
+                    fired = True
+        await self._group.committed()
+        return fired
+
+    def _pending_txn(self, kind: str, key: str) -> base.Pending | None:
+        if kind == base.ItemKind.DEBOUNCE:
+            row = self._db.execute("SELECT function_slug, event_id, fire_at FROM debounces WHERE key = ?",
+                                   (key,)).fetchone()
+            return base.Pending(kind, key, row[0], (row[1],), row[2]) if row else None
+        row = self._db.execute("SELECT function_slug, event_ids, fire_at FROM batches WHERE key = ?",
+                               (key,)).fetchone()
+        return base.Pending(kind, key, row[0], tuple(orjson.loads(row[1])), row[2]) if row else None
 
     def _create_run_txn(self, run: base.NewRun, now: int) -> None:
         db = self._db

@@ -110,5 +110,11 @@ async def cron(ctx: inngest.Context) -> dict:
     return {"name": ctx.event.name, "data": dict(ctx.event.data), "tick": await ctx.step.run("tick", tick)}
 
 
+@client.create_function(fn_id="batch", retries=2, trigger=inngest.TriggerEvent(event="e2e/batch"),
+                        batch_events=inngest.Batch(max_size=10, timeout=datetime.timedelta(seconds=2)))
+async def batch(ctx: inngest.Context) -> list:
+    return sorted(int(e.data["n"]) for e in ctx.events)
+
+
 app = fastapi.FastAPI()
-inngest.fast_api.serve(app, client, [waiter, short_wait, child, parent, parallel, cron])
+inngest.fast_api.serve(app, client, [waiter, short_wait, child, parent, parallel, cron, batch])
