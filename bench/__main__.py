@@ -1,6 +1,6 @@
 """`make bench`: Ratchet's workloads (DESIGN.md §6), printed as tables. Not a test: it prints figures.
 
-    python -m bench [--sdk ratchet,inngest] [--workloads w1,w2,w5,w6] [--w1-runs 100] [--w2-runs 2000]
+    python -m bench [--sdk ratchet,inngest] [--workloads w1,w2,w4,w5,w6] [--w1-runs 100] [--w2-runs 2000]
                     [--w5-runs 10000] [--w6-runs 10000] [--w6-rate 200]
 
 Each SDK gets a fresh `ratchet dev` on SQLite and its own bench app (bench/apps/), both as subprocesses
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import platform
 import random
@@ -26,7 +27,7 @@ import httpx
 
 from tests import harness
 
-WORKLOADS = ("w1", "w2", "w5", "w6")
+WORKLOADS = ("w1", "w2", "w4", "w5", "w6")
 APPS = {"ratchet": Path(__file__).parent / "apps" / "ratchet_app.py",
         "inngest": Path(__file__).parent / "apps" / "inngest_app.py"}
 
@@ -137,6 +138,131 @@ def w5_timers(http: httpx.Client, app_url: str, runs: int, rate: float = 0,
             "pending_before_first_wake": sum(1 for p in planned if p < base + 1000)}
 
 
+FLOW_FUNCTIONS = ["bench-flow-conc", "bench-flow-throttle", "bench-flow-debounce", "bench-flow-batch",
+                  "bench-flow-ratelimit"]
+
+
+def count_runs(http: httpx.Client, function_id: str) -> int:
+    return http.get("/v1/runs/count", params={"function_id": function_id}).json()["data"]["count"]
+
+
+def w4_flow(http: httpx.Client, app_url: str, keys: int = 100, runs_per_key: int = 20) -> dict[str, Any]:
+    """Flow control, one limit at a time; what each let through is noted in the app (`timings.flow_report`).
+
+    - concurrency: `keys` x `runs_per_key` runs of 2 steps (20 ms each), key limit 1, sent key by key (the
+      first key's runs, then the next key's...); max step bodies in flight per key, and when each key's
+      first and last runs completed (relative to the first send).
+    - throttle 10/s: 50 runs sent at once; achieved rate = 49 / (last start - first start).
+    - debounce (period 1 s, per key): 1,000 events over 10 keys, interleaved, 100 per request.
+    - batch (max 100, timeout 5 s): 1,000 events, 200 per request.
+    - rate limit (10 per minute per key): 50 events over 2 keys.
+    """
+    out: dict[str, Any] = {}
+    # concurrency with keys
+    total = keys * runs_per_key
+    t0 = time.time()
+    send_batched(http, [{"name": "bench/flow-conc", "data": {"key": f"k{k}", "r": r}}
+                        for k in range(keys) for r in range(runs_per_key)])
+    out["conc_send_s"] = time.time() - t0
+    wait_completed(http, "bench-flow-conc", total, timeout=600)
+    out["conc_s"] = time.time() - t0
+    rep = httpx.get(f"{app_url}/bench/flow", timeout=60).json()
+    peaks = rep["conc_peak"]
+    last = [span[1] - t0 for span in rep["conc_done"].values()]
+    first = [span[0] - t0 for span in rep["conc_done"].values()]
+    out |= {"conc_peak": max(peaks.values(), default=0), "conc_keys_over": sum(1 for p in peaks.values() if p > 1),
+            "conc_keys": len(rep["conc_done"]), "conc_runs": rep["conc_runs"],
+            "conc_completed": count_status(http, "bench-flow-conc", "COMPLETED"),
+            "conc_failed": count_status(http, "bench-flow-conc", "FAILED"),
+            "last_min": min(last, default=float("nan")), "last_p50": pct(last, 50),
+            "last_max": max(last, default=float("nan")), "first_max": max(first, default=float("nan"))}
+
+    # throttle 10/s
+    n_throttle = 50
+    send_batched(http, [{"name": "bench/flow-throttle", "data": {"i": i}} for i in range(n_throttle)])
+    wait_completed(http, "bench-flow-throttle", n_throttle, timeout=120)
+    starts = httpx.get(f"{app_url}/bench/flow", timeout=60).json()["throttle_starts"]
+    span = starts[-1] - starts[0] if len(starts) > 1 else float("nan")
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    out |= {"thr_runs": len(starts), "thr_rate": (len(starts) - 1) / span if span else float("nan"),
+            "thr_span_s": span, "thr_gap_min_ms": min(gaps, default=float("nan")) * 1000,
+            "thr_gap_max_ms": max(gaps, default=float("nan")) * 1000}
+
+    # debounce storm
+    n_deb, deb_keys = 1000, 10
+    events = [{"name": "bench/flow-debounce", "data": {"key": f"d{i % deb_keys}", "n": i}} for i in range(n_deb)]
+    t = time.perf_counter()
+    send_batched(http, events, batch=100)
+    out["deb_send_s"] = time.perf_counter() - t
+    last_n = {}
+    for e in events:
+        last_n[e["data"]["key"]] = e["data"]["n"]
+    with contextlib.suppress(AssertionError):
+        wait_completed(http, "bench-flow-debounce", deb_keys, timeout=60)
+    out["deb_first_wait_s"] = time.perf_counter() - t
+    time.sleep(3)  # a second run for a key would have started by now (period 1 s)
+    got = httpx.get(f"{app_url}/bench/flow", timeout=60).json()["debounced"]
+    out |= {"deb_runs": count_runs(http, "bench-flow-debounce"), "deb_app_runs": len(got),
+            "deb_keys": len({k for k, _ in got}), "deb_last": sum(1 for k, n in got if last_n.get(k) == n)}
+
+    # batches of 100
+    n_batch = 1000
+    t = time.perf_counter()
+    send_batched(http, [{"name": "bench/flow-batch", "data": {"n": i}} for i in range(n_batch)])
+    harness.wait_until(lambda: sum(map(len, httpx.get(f"{app_url}/bench/flow", timeout=60).json()["batches"]))
+                       >= n_batch, timeout=60, message=f"{n_batch} batched events", interval=0.2)
+    out["bat_s"] = time.perf_counter() - t
+    time.sleep(1)
+    batches = httpx.get(f"{app_url}/bench/flow", timeout=60).json()["batches"]
+    seen = sorted(n for b in batches for n in b)
+    out |= {"bat_sizes": sorted((len(b) for b in batches), reverse=True), "bat_exact": seen == list(range(n_batch)),
+            "bat_runs": count_runs(http, "bench-flow-batch")}
+
+    # rate limit: drops
+    n_rl, rl_keys = 50, 2
+    send_batched(http, [{"name": "bench/flow-ratelimit", "data": {"key": f"r{i % rl_keys}"}} for i in range(n_rl)])
+    harness.wait_until(lambda: count_status(http, "bench-flow-ratelimit", "COMPLETED")
+                       + count_status(http, "bench-flow-ratelimit", "SKIPPED") >= n_rl,
+                       timeout=60, message=f"{n_rl} rate-limited runs to finish", interval=0.2)
+    ran = httpx.get(f"{app_url}/bench/flow", timeout=60).json()["rate_limited"]
+    out |= {"rl_completed": count_status(http, "bench-flow-ratelimit", "COMPLETED"),
+            "rl_skipped": count_status(http, "bench-flow-ratelimit", "SKIPPED"),
+            "rl_runs": count_runs(http, "bench-flow-ratelimit"),
+            "rl_per_key": {k: ran.count(k) for k in sorted(set(ran))}}
+    out["load"] = os.getloadavg()
+    return out
+
+
+def print_w4(w4: dict[str, Any], keys: int, runs_per_key: int) -> None:
+    def ok(cond: bool) -> str:
+        return "yes" if cond else "**NO**"
+
+    total = keys * runs_per_key
+    sizes = w4["bat_sizes"]
+    size_text = ", ".join(f"{sizes.count(v)} × {v}" for v in sorted(set(sizes), reverse=True))
+    per_key = ", ".join(f"{k}: {v}" for k, v in w4["rl_per_key"].items())
+    print(f"\n| W4 flow control (load avg after: {w4['load'][0]:.2f}) | target | observed | met |")
+    print("|---|---|---|---|")
+    print(f"| concurrency: {keys} keys × {runs_per_key} runs × 2 steps (20 ms), key limit 1 | ≤ 1 step in flight "
+          f"per key | max {w4['conc_peak']} ({w4['conc_keys_over']} keys over); {w4['conc_completed']}/{total} "
+          f"completed, {w4['conc_failed']} failed, {w4['conc_s']:.1f} s | "
+          f"{ok(w4['conc_peak'] <= 1 and w4['conc_completed'] == total)} |")
+    print(f"| completion spread across {w4['conc_keys']} keys (sent key by key) | – | each key's last run done "
+          f"min {w4['last_min']:.1f} / median {w4['last_p50']:.1f} / max {w4['last_max']:.1f} s after the first send"
+          f"; every key's first run done by {w4['first_max']:.1f} s (sending took {w4['conc_send_s']:.1f} s) | – |")
+    print(f"| throttle 10/s: {w4['thr_runs']} runs at once | 9–11 runs/s | {w4['thr_rate']:.2f} runs/s "
+          f"({w4['thr_span_s']:.2f} s; gaps {w4['thr_gap_min_ms']:.0f}–{w4['thr_gap_max_ms']:.0f} ms) | "
+          f"{ok(abs(w4['thr_rate'] - 10) <= 1)} |")
+    print(f"| debounce 1 s: 1,000 events over 10 keys (sent in {w4['deb_send_s']:.2f} s) | 10 runs, each with its "
+          f"key's last event | {w4['deb_runs']} runs ({w4['deb_keys']} keys), {w4['deb_last']} with the last event |"
+          f" {ok(w4['deb_runs'] == 10 and w4['deb_app_runs'] == 10 and w4['deb_last'] == 10)} |")
+    print(f"| batch max 100: 1,000 events | 10 × 100 | {size_text} ({w4['bat_runs']} runs; every event once: "
+          f"{w4['bat_exact']}; {w4['bat_s']:.1f} s) | {ok(sizes == [100] * 10 and w4['bat_exact'])} |")
+    print(f"| rate limit 10/min per key: 50 events over 2 keys | 20 admitted, 30 dropped | {w4['rl_completed']} "
+          f"COMPLETED, {w4['rl_skipped']} SKIPPED (ran per key: {per_key}) | "
+          f"{ok(w4['rl_completed'] == 20 and w4['rl_skipped'] == 30)} |")
+
+
 def pending_waits(db_path: Path) -> int:
     """Wait pauses stored by the server, read from its (WAL-mode) SQLite file beside it."""
     with contextlib.closing(sqlite3.connect(db_path, timeout=10)) as db:
@@ -194,7 +320,8 @@ def run_sdk(sdk: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
     result: dict[str, Any] = {}
     try:
         api = harness.Api(server.url)
-        harness.wait_synced(api, [*(f"bench-steps-{n}" for n in (1, 5, 10)), "bench-sleeper", "bench-waiter"])
+        harness.wait_synced(api, [*(f"bench-steps-{n}" for n in (1, 5, 10)), "bench-sleeper", "bench-waiter",
+                                   *FLOW_FUNCTIONS])
         api.close()
         app_base = app.url.rsplit("/api/", 1)[0]
         with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -204,6 +331,8 @@ def run_sdk(sdk: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
                     result[f"w1_{n}"] = w1_latency(http, app_base, n, args.w1_runs)
             if "w2" in args.workloads:
                 result["w2"] = w2_throughput(http, server.proc.pid, args.w2_runs)
+            if "w4" in args.workloads:
+                result["w4"] = w4_flow(http, app_base, args.w4_keys, args.w4_runs_per_key)
             if "w5" in args.workloads:
                 result["w5"] = w5_timers(http, app_base, args.w5_runs, args.w5_rate, args.w5_setup)
             if "w6" in args.workloads:
@@ -220,6 +349,8 @@ def main() -> int:
     parser.add_argument("--w1-runs", type=int, default=100, help="runs per W1 size")
     parser.add_argument("--w2-runs", type=int, default=2000, help="runs in W2")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated: {', '.join(WORKLOADS)}")
+    parser.add_argument("--w4-keys", type=int, default=100, help="concurrency keys in W4")
+    parser.add_argument("--w4-runs-per-key", type=int, default=20, help="runs per concurrency key in W4")
     parser.add_argument("--w5-runs", type=int, default=10_000, help="sleeping runs in W5")
     parser.add_argument("--w5-setup", type=float, default=25.0,
                         help="seconds allowed for every W5 run to reach its sleep before the first wakes")
@@ -237,7 +368,8 @@ def main() -> int:
         if s not in APPS:
             parser.error(f"--sdk: unknown SDK {s!r}; choose from {', '.join(APPS)}")
     print(f"# Ratchet bench — {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{platform.machine()}, backend SQLite (WAL, synchronous=NORMAL)")
+          f"{platform.machine()}, backend SQLite (WAL, synchronous=NORMAL); load average at start "
+          f"{os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="ratchet-bench-") as tmp:
         for sdk in sdks:
             r = run_sdk(sdk, args, Path(tmp))
@@ -255,6 +387,8 @@ def main() -> int:
                 print(f"\nW2 ({args.w2_runs} runs × 5 steps at once): {w2['runs_s']:.0f} runs/s, "
                       f"{w2['steps_s']:.0f} steps/s ({w2['seconds']:.1f} s; sending took {w2['send_s']:.2f} s), "
                       f"server peak RSS {w2['rss_mb']:.0f} MB, failed runs {w2['failed']}")
+            if "w4" in args.workloads:
+                print_w4(r["w4"], args.w4_keys, args.w4_runs_per_key)
             if "w5" in args.workloads:
                 w5 = r["w5"]
                 how = "sent at once" if args.w5_rate <= 0 else f"sent at {args.w5_rate:.0f}/s"

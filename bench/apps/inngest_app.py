@@ -1,11 +1,12 @@
 """Bench app written with the official `inngest` SDK: `steps-N` runs N no-op steps; `sleeper` (W5) and
-`waiter` (W6) note timer lateness and match latency."""
+`waiter` (W6) note timer lateness and match latency; `flow-*` (W4) note what their flow control let through."""
 
 from __future__ import annotations
 
 import os
 import sys
 from datetime import timedelta
+from typing import Any
 
 import fastapi
 import inngest
@@ -45,8 +46,49 @@ async def waiter(ctx: inngest.Context) -> None:
                        None if got is None else dict(got.data), None if got is None else got.ts)
 
 
+@client.create_function(fn_id="flow-conc", trigger=inngest.TriggerEvent(event="bench/flow-conc"), retries=0,
+                        concurrency=[inngest.Concurrency(limit=1, key="event.data.key")])
+async def flow_conc(ctx: inngest.Context) -> None:
+    """W4: at most one step of a key at a time; each step body notes the key's overlap."""
+    key = str(ctx.event.data["key"])
+    await ctx.step.run("a", timings.conc_step, key)
+    await ctx.step.run("b", timings.conc_step, key)
+    timings.conc_done(ctx.run_id, key)
+
+
+@client.create_function(fn_id="flow-throttle", trigger=inngest.TriggerEvent(event="bench/flow-throttle"), retries=0,
+                        throttle=inngest.Throttle(limit=10, period=timedelta(seconds=1)))
+async def flow_throttle(ctx: inngest.Context) -> None:
+    """W4: runs start at 10/s; the run's (only) call notes when it started."""
+    timings.throttle_start(ctx.run_id)
+
+
+@client.create_function(fn_id="flow-debounce", trigger=inngest.TriggerEvent(event="bench/flow-debounce"), retries=0,
+                        debounce=inngest.Debounce(period=timedelta(seconds=1), key="event.data.key"))
+async def flow_debounce(ctx: inngest.Context) -> None:
+    """W4: one run per key, 1 s after its last event; notes which event it got."""
+    timings.debounced(ctx.run_id, str(ctx.event.data["key"]), int(ctx.event.data["n"]))
+
+
+@client.create_function(fn_id="flow-batch", trigger=inngest.TriggerEvent(event="bench/flow-batch"), retries=0,
+                        batch_events=inngest.Batch(max_size=100, timeout=timedelta(seconds=5)))
+async def flow_batch(ctx: inngest.Context) -> None:
+    """W4: runs with up to 100 events; notes which events each batch held."""
+    timings.batched(ctx.run_id, [int(e.data["n"]) for e in ctx.events])
+
+
+@client.create_function(fn_id="flow-ratelimit", trigger=inngest.TriggerEvent(event="bench/flow-ratelimit"),
+                        retries=0, rate_limit=inngest.RateLimit(limit=10, period=timedelta(minutes=1),
+                                                                key="event.data.key"))
+async def flow_ratelimit(ctx: inngest.Context) -> None:
+    """W4: at most 10 runs per key per minute, the rest skipped; notes the runs that started."""
+    timings.rate_limited(ctx.run_id, str(ctx.event.data["key"]))
+
+
+FLOW = [flow_conc, flow_throttle, flow_debounce, flow_batch, flow_ratelimit]
+
 app = fastapi.FastAPI()
-inngest.fast_api.serve(app, client, [make(n) for n in (1, 5, 10)] + [sleeper, waiter])
+inngest.fast_api.serve(app, client, [make(n) for n in (1, 5, 10)] + [sleeper, waiter, *FLOW])
 
 
 @app.get("/bench/gaps")
@@ -62,6 +104,11 @@ def lateness() -> dict[str, float]:
 @app.get("/bench/planned")
 def planned() -> list[int]:
     return timings.PLANNED
+
+
+@app.get("/bench/flow")
+def flow() -> dict[str, Any]:
+    return timings.flow_report()
 
 
 @app.get("/bench/matches")

@@ -1,11 +1,12 @@
 """Bench app written with Ratchet's own SDK: `steps-N` runs N no-op steps; `sleeper` (W5) and
-`waiter` (W6) note timer lateness and match latency."""
+`waiter` (W6) note timer lateness and match latency; `flow-*` (W4) note what their flow control let through."""
 
 from __future__ import annotations
 
 import os
 import sys
 from datetime import timedelta
+from typing import Any
 
 import fastapi
 
@@ -46,8 +47,48 @@ async def waiter(ctx: ratchet.Context) -> None:
                        None if got is None else dict(got.data), None if got is None else got.ts)
 
 
+@client.function(id="flow-conc", trigger=ratchet.on_event("bench/flow-conc"), retries=0,
+                 concurrency=[ratchet.Concurrency(limit=1, key="event.data.key")])
+async def flow_conc(ctx: ratchet.Context) -> None:
+    """W4: at most one step of a key at a time; each step body notes the key's overlap."""
+    key = str(ctx.event.data["key"])
+    await ctx.step.run("a", timings.conc_step, key)
+    await ctx.step.run("b", timings.conc_step, key)
+    timings.conc_done(ctx.run_id, key)
+
+
+@client.function(id="flow-throttle", trigger=ratchet.on_event("bench/flow-throttle"), retries=0,
+                 throttle=ratchet.Throttle(limit=10, period=timedelta(seconds=1)))
+async def flow_throttle(ctx: ratchet.Context) -> None:
+    """W4: runs start at 10/s; the run's (only) call notes when it started."""
+    timings.throttle_start(ctx.run_id)
+
+
+@client.function(id="flow-debounce", trigger=ratchet.on_event("bench/flow-debounce"), retries=0,
+                 debounce=ratchet.Debounce(period=timedelta(seconds=1), key="event.data.key"))
+async def flow_debounce(ctx: ratchet.Context) -> None:
+    """W4: one run per key, 1 s after its last event; notes which event it got."""
+    timings.debounced(ctx.run_id, str(ctx.event.data["key"]), int(ctx.event.data["n"]))
+
+
+@client.function(id="flow-batch", trigger=ratchet.on_event("bench/flow-batch"), retries=0,
+                 batch_events=ratchet.Batch(max_size=100, timeout=timedelta(seconds=5)))
+async def flow_batch(ctx: ratchet.Context) -> None:
+    """W4: runs with up to 100 events; notes which events each batch held."""
+    timings.batched(ctx.run_id, [int(e.data["n"]) for e in ctx.events])
+
+
+@client.function(id="flow-ratelimit", trigger=ratchet.on_event("bench/flow-ratelimit"), retries=0,
+                 rate_limit=ratchet.RateLimit(limit=10, period=timedelta(minutes=1), key="event.data.key"))
+async def flow_ratelimit(ctx: ratchet.Context) -> None:
+    """W4: at most 10 runs per key per minute, the rest skipped; notes the runs that started."""
+    timings.rate_limited(ctx.run_id, str(ctx.event.data["key"]))
+
+
+FLOW = [flow_conc, flow_throttle, flow_debounce, flow_batch, flow_ratelimit]
+
 app = fastapi.FastAPI()
-ratchet.sdk.fastapi.serve(app, client, [make(n) for n in (1, 5, 10)] + [sleeper, waiter])
+ratchet.sdk.fastapi.serve(app, client, [make(n) for n in (1, 5, 10)] + [sleeper, waiter, *FLOW])
 
 
 @app.get("/bench/gaps")
@@ -63,6 +104,11 @@ def lateness() -> dict[str, float]:
 @app.get("/bench/planned")
 def planned() -> list[int]:
     return timings.PLANNED
+
+
+@app.get("/bench/flow")
+def flow() -> dict[str, Any]:
+    return timings.flow_report()
 
 
 @app.get("/bench/matches")

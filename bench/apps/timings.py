@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import itertools
 import time
@@ -67,3 +68,71 @@ def after_wait(run_id: str, want: int, got: dict[str, Any] | None, got_ts: int |
     sent = (t - int(got["sent_ns"])) / 1e6
     accepted = t / 1e6 - got_ts if got_ts else None
     MATCHES.setdefault(run_id, (sent, accepted, want, int(got["id"])))
+
+
+# W4: flow control. Each function notes, in the app, what the limit under test must guarantee.
+
+#: concurrency: key -> step bodies of that key in flight now / at most at once
+CONC_IN: dict[str, int] = defaultdict(int)
+CONC_PEAK: dict[str, int] = defaultdict(int)
+#: concurrency: key -> [first, last] completion (s since the epoch) of the key's runs; run ids completed
+CONC_DONE: dict[str, list[float]] = {}
+CONC_RUNS: dict[str, str] = {}
+#: how long a concurrency step body holds its slot (s): long enough for an overlap to show if one happens
+CONC_HOLD_S = 0.02
+
+
+async def conc_step(key: str) -> None:
+    """A step body that notes how many bodies of its key are in flight, and holds for `CONC_HOLD_S`."""
+    CONC_IN[key] += 1
+    CONC_PEAK[key] = max(CONC_PEAK[key], CONC_IN[key])
+    try:
+        await asyncio.sleep(CONC_HOLD_S)
+    finally:
+        CONC_IN[key] -= 1
+
+
+def conc_done(run_id: str, key: str) -> None:
+    """The run's last call (after its steps): note when the key's runs completed."""
+    t = time.time()
+    CONC_RUNS[run_id] = key
+    span = CONC_DONE.setdefault(key, [t, t])
+    span[0], span[1] = min(span[0], t), max(span[1], t)
+
+
+#: throttle: run id -> when its first call started (s since the epoch)
+THROTTLE_STARTS: dict[str, float] = {}
+
+
+def throttle_start(run_id: str) -> None:
+    THROTTLE_STARTS.setdefault(run_id, time.time())
+
+
+#: debounce: run id -> (key, n) of the event the run got
+DEBOUNCED: dict[str, tuple[str, int]] = {}
+
+
+def debounced(run_id: str, key: str, n: int) -> None:
+    DEBOUNCED.setdefault(run_id, (key, n))
+
+
+#: batch: run id -> the `n` of each event in its batch
+BATCHES: dict[str, list[int]] = {}
+
+
+def batched(run_id: str, ns: list[int]) -> None:
+    BATCHES.setdefault(run_id, ns)
+
+
+#: rate limit: run id -> key of the runs that started
+RATE_LIMITED: dict[str, str] = {}
+
+
+def rate_limited(run_id: str, key: str) -> None:
+    RATE_LIMITED.setdefault(run_id, key)
+
+
+def flow_report() -> dict[str, Any]:
+    return {"conc_peak": dict(CONC_PEAK), "conc_done": CONC_DONE, "conc_runs": len(CONC_RUNS),
+            "throttle_starts": sorted(THROTTLE_STARTS.values()), "debounced": list(DEBOUNCED.values()),
+            "batches": list(BATCHES.values()), "rate_limited": list(RATE_LIMITED.values())}
