@@ -193,21 +193,19 @@ async def bulk_cancel(request: Request) -> Response:
     return json_response({"data": {"matched": total, "cancelled": total}})
 
 
+async def _run_state(request: Request) -> base.RunState | Response:
+    run_id = request.path_params["run_id"]
+    state = await services(request).store.load_run_state(run_id, protocol.now_ms())
+    return error(404, f"run {run_id!r} not found") if state is None else state
+
+
 async def run_batch(request: Request) -> Response:
     """`GET /v0/runs/{id}/batch`: the run's events, for SDKs called with `use_api` (large payloads)."""
-    store = services(request).store
-    run_id = request.path_params["run_id"]
-    state = await store.load_run_state(run_id, protocol.now_ms())
-    if state is None:
-        return error(404, f"run {run_id!r} not found")
-    return json_response([e.wire() for e in state.events])
+    state = await _run_state(request)
+    return state if isinstance(state, Response) else json_response([e.wire() for e in state.events])
 
 
 async def run_actions(request: Request) -> Response:
     """`GET /v0/runs/{id}/actions`: the run's memo (step hash → result), for `use_api` calls."""
-    store = services(request).store
-    run_id = request.path_params["run_id"]
-    state = await store.load_run_state(run_id, protocol.now_ms())
-    if state is None:
-        return error(404, f"run {run_id!r} not found")
-    return json_response(state.memo)
+    state = await _run_state(request)
+    return state if isinstance(state, Response) else json_response(state.memo)

@@ -61,15 +61,20 @@ def _failed_step(op: protocol.GeneratorOpcode, call: Call, now: int, message: st
             base.Enqueue(protocol.DISCOVERY_STEP_ID, now, when_idle=not call.race)]
 
 
+def _timeout(opts: dict[str, Any], default: timedelta) -> timedelta:
+    """`opts.timeout` as a duration (`default` when absent); ValueError when unreadable."""
+    raw = opts.get("timeout")
+    return protocol.parse_duration(raw) if raw else default
+
+
 def wait_for_event(call: Call, op: protocol.GeneratorOpcode, now: int) -> list[base.Command]:
     """`WaitForEvent`: the event name is in `name` (or `opts.event`), `opts.if` and `opts.timeout`."""
     opts = op.opts or {}
     event_name = opts.get("event") or op.name
     if not isinstance(event_name, str) or not event_name:
         return _failed_step(op, call, now, "wait_for_event needs an event name")
-    raw_timeout = opts.get("timeout")
     try:
-        timeout = protocol.parse_duration(raw_timeout) if raw_timeout else DEFAULT_WAIT_TIMEOUT
+        timeout = _timeout(opts, DEFAULT_WAIT_TIMEOUT)
     except ValueError as exc:
         return _failed_step(op, call, now, f"wait_for_event timeout: {exc}")
     trigger = call.events[0] if call.events else {}
@@ -89,9 +94,8 @@ def invoke(call: Call, op: protocol.GeneratorOpcode, now: int) -> list[base.Comm
     target = opts.get("function_id")
     if not isinstance(target, str) or not target:
         return _failed_step(op, call, now, "invoke needs opts.function_id")
-    raw_timeout = opts.get("timeout")
     try:
-        timeout = protocol.parse_duration(raw_timeout) if raw_timeout else DEFAULT_INVOKE_TIMEOUT
+        timeout = _timeout(opts, DEFAULT_INVOKE_TIMEOUT)
     except ValueError as exc:
         return _failed_step(op, call, now, f"invoke timeout: {exc}")
     payload = opts.get("payload") if isinstance(opts.get("payload"), dict) else {}
