@@ -85,3 +85,34 @@ def ratchet_flask(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatEn
                        env={"COMPAT_DIR": str(count_dir)}) as stack:
         stack.start([f"{RATCHET_FLASK_ID}-{fn}" for fn in RATCHET_FLASK_FUNCTIONS])
         yield CompatEnv(stack, count_dir, RATCHET_FLASK_ID)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Flow control with the official SDK (FastAPI): tests/compat/test_compat_flow.py.
+
+FLOW_ID = "compat-flow"
+FLOW_FUNCTIONS = ("concurrency", "throttle", "rate-limit", "debounce", "batch", "priority", "singleton-skip",
+                  "singleton-cancel", "idempotency")
+
+
+class FlowEnv(CompatEnv):
+    def lines(self, key: str, label: str) -> list[str]:
+        """The lines the app recorded in `<key>.<label>`, one per execution."""
+        path = self.count_dir / f"{key}.{label}"
+        return path.read_text().splitlines() if path.exists() else []
+
+    @property
+    def bad_url(self) -> str:
+        """The serve URL of the app's second client, whose function the server must refuse to sync."""
+        return f"http://127.0.0.1:{self.stack.app.port}/api/bad"
+
+
+@pytest.fixture(scope="session")
+def compat_flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowEnv]:
+    """A server plus an official-SDK FastAPI app with flow-control functions, one per xdist worker."""
+    work = tmp_path_factory.mktemp("compat-flow")
+    count_dir = work / "counts"
+    count_dir.mkdir()
+    with harness.Stack(work, APPS / "flow_app.py", env={"COMPAT_DIR": str(count_dir)}) as stack:
+        stack.start([f"{FLOW_ID}-{fn}" for fn in FLOW_FUNCTIONS])
+        yield FlowEnv(stack, count_dir, FLOW_ID)
