@@ -678,3 +678,20 @@ async def test_a_follow_up_call_waits_when_its_key_is_full(store: base.Store) ->
     assert await store.claim_due(NOW + 10, 10, OWNER, LEASE) == []  # r1's wake waits for k2
     await store.apply(o, OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW + 11, LEASE)
     assert [i.run_id for i in await store.claim_due(NOW + 11, 10, OWNER, LEASE)] == ["r1"]
+
+
+async def test_a_freed_slot_goes_to_a_call_whose_other_keys_have_room(store: base.Store) -> None:
+    # Two limits: a shared key "g" (2 at once) and one per tenant (1 at once).
+    def run(run_id: str, tenant: str) -> base.NewRun:
+        return base.NewRun(id=run_id, function_slug="app-f", app_id="app-1", event_ids=("ev1",),
+                           idempotency_key=None, due_at=NOW, flow=base.RunFlow(concurrency=(("g", 2), (tenant, 1))))
+
+    await store.ingest([event()], [run("a0", "a"), run("c0", "c")], NOW)
+    first = await store.claim_due(NOW, 10, OWNER, LEASE)
+    assert sorted(i.run_id for i in first) == ["a0", "c0"]  # g is full
+    await store.ingest([], [run("a1", "a"), run("b0", "b")], NOW)
+    assert await store.claim_due(NOW, 10, OWNER, LEASE) == []  # both wait for g (a1 for a too)
+    c0 = next(i for i in first if i.run_id == "c0")
+    await store.apply(c0, OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW, LEASE)
+    # g has room again: b0 takes it at once; a1 (first in line) still waits for tenant a's slot.
+    assert [i.run_id for i in await store.claim_due(NOW, 10, OWNER, LEASE)] == ["b0"]

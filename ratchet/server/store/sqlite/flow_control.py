@@ -212,13 +212,19 @@ class FlowMixin:
         return [(k, int(lim)) for k, lim in orjson.loads(row[0])] if row and row[0] else []
 
     def _unblock_txn(self, keys: Iterable[tuple[str, int]]) -> int:
-        """A call holding these keys ended or let go: blocked calls of the keys may have room now."""
+        """A call holding these keys ended or let go: blocked calls of the keys may have room now.
+
+        Only calls whose *other* keys have room too are unblocked: with two limits, the first call in
+        line may still wait for its other key, and must not take the freed slot's turn from a call
+        behind it that can run (it is unblocked when its other key frees up)."""
         total = 0
         for key, lim in keys:
             room = lim - self._in_flight_txn(key)
             if room > 0:
                 total += self._db.execute(
                     "UPDATE queue SET blocked = 0 WHERE id IN (SELECT q.id FROM item_keys k JOIN queue q ON "
-                    "q.id = k.item_id WHERE k.key = ? AND q.blocked = 1 ORDER BY q.due_at - q.priority, q.id "
-                    "LIMIT ?)", (key, room)).rowcount
+                    "q.id = k.item_id WHERE k.key = ? AND q.blocked = 1 AND NOT EXISTS (SELECT 1 FROM item_keys o "
+                    "WHERE o.item_id = q.id AND o.key != k.key AND (SELECT count(*) FROM item_keys f JOIN queue fq "
+                    "ON fq.id = f.item_id WHERE f.key = o.key AND fq.lease_owner IS NOT NULL) >= o.lim) "
+                    "ORDER BY q.due_at - q.priority, q.id LIMIT ?)", (key, room)).rowcount
         return total
