@@ -137,7 +137,9 @@ class Ingestor:
         or, for an invocation, the invoked function whatever its triggers."""
         if event.name == lifecycle.INVOKED:
             target = self._functions.get(str(lifecycle.invoke_meta(wire).get("fn_id", "")))
-            return [self.new_run(target, event, wire, now)] if target is not None else []
+            # An invocation starts its run at once: its caller waits on this very run (no debounce/batch).
+            return [self.new_run(target, event, wire, now, collect=False, key=f"{target.slug}\x00{event.id}")] \
+                if target is not None else []
         out = []
         for fn in self._functions.for_event(event.name):
             if self._triggered(fn, event.name, wire, now):

@@ -162,3 +162,39 @@ async def test_batch_starts_full_batches_at_once_and_the_rest_at_the_timeout(sta
     await wait_for(stack, "inproc-bat", ["COMPLETED"] * 3, timeout=10)
     runs = (await stack.api.get("/v1/runs", params={"function_id": "inproc-bat"})).json()["data"]
     assert sorted(r["output"] for r in runs) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+async def test_invoking_a_rate_limited_function_fails_the_step_at_once(stack: Stack) -> None:
+    @stack.client.function(id="rl-child", trigger=ratchet.on_event("t/none"),
+                           rate_limit=ratchet.RateLimit(limit=1, period=timedelta(hours=1)))
+    async def child(ctx: ratchet.Context) -> int:
+        return 1
+
+    @stack.client.function(id="rl-parent", trigger=ratchet.on_event("t/rl-parent"))
+    async def parent(ctx: ratchet.Context) -> list[Any]:
+        out: list[Any] = []
+        for i in range(2):
+            try:
+                out.append(await ctx.step.invoke(f"call{i}", function=child, data={}, timeout=timedelta(minutes=5)))
+            except ratchet.StepError as exc:
+                out.append(exc.name)
+        return out
+
+    await stack.sync([child, parent])
+    run = await stack.wait_run(await stack.send("t/rl-parent"), timeout=5)  # not the 5 min invoke timeout
+    assert run["output"] == [1, "FunctionSkipped"]
+
+
+async def test_invocations_of_a_batching_function_are_not_batched(stack: Stack) -> None:
+    @stack.client.function(id="bat-child", trigger=ratchet.on_event("t/bat-child"),
+                           batch_events=ratchet.Batch(max_size=10, timeout=timedelta(seconds=30)))
+    async def child(ctx: ratchet.Context) -> int:
+        return len(ctx.events)
+
+    @stack.client.function(id="bat-parent", trigger=ratchet.on_event("t/bat-parent"))
+    async def parent(ctx: ratchet.Context) -> int:
+        return await ctx.step.invoke("call", function=child, data={}, timeout=timedelta(minutes=5))  # type: ignore[no-any-return]
+
+    await stack.sync([child, parent])
+    run = await stack.wait_run(await stack.send("t/bat-parent"), timeout=5)
+    assert run["output"] == 1

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from ratchet import protocol
+from ratchet.server.engine import lifecycle
 from ratchet.server.store import base, migrations
 from ratchet.server.store.sqlite.connection import PRAGMAS, Checkpointer, GroupCommit
 from ratchet.server.store.sqlite.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
@@ -182,6 +183,7 @@ class SqliteStore(FlowMixin):
         db.executemany("INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES (?, ?)",
                        [(eid, run.id) for eid in run.event_ids])
         if skipped:
+            self._skipped_txn(run, skipped, now)
             return
         cur = db.execute("INSERT INTO queue (run_id, target, attempt, due_at, priority) VALUES (?, ?, 0, ?, ?)",
                          (run.id, protocol.DISCOVERY_STEP_ID, due_at, fl.priority_ms))
@@ -189,6 +191,16 @@ class SqliteStore(FlowMixin):
         for pause in run.pauses:
             self._insert_pause_txn(pause)
         self._insert_items_txn(run.timers)
+
+    def _skipped_txn(self, run: base.NewRun, reason: str, now: int) -> None:
+        """A skipped run that was invoked still answers its caller: `function.finished` with an error."""
+        events = [e.wire() for e in self._events_txn(run.event_ids)]
+        if not events or not lifecycle.invoke_meta(events[0]).get("correlation_id"):
+            return
+        ended = lifecycle.run_ended_events(run_id=run.id, function_slug=run.function_slug, events=events,
+                                           status=protocol.RunStatus.SKIPPED,
+                                           output={"name": "FunctionSkipped", "message": reason})
+        self._insert_items_txn([base.NewItem(base.ItemKind.EMIT, run.id, now, list(ended))])
 
     def _insert_items_txn(self, items: Iterable[base.NewItem]) -> None:
         self._db.executemany(
