@@ -47,10 +47,23 @@ def dev(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    _check_db_free(db)
     policy = retry.RetryPolicy(fixed_s=retry_interval) if retry_interval is not None else retry.RetryPolicy()
     cfg = config_mod.ServerConfig(host=host, port=port, db_url=str(db), kind="dev", app_urls=tuple(urls or ()),
                                   retry=policy)
     _serve(cfg, level)
+
+
+def _check_db_free(db: Path) -> None:
+    """Refuse at once (exit 2) when another server holds the SQLite file, instead of a start-up traceback."""
+    from ratchet.server.store import base
+    from ratchet.server.store.sqlite.connection import OwnerLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        OwnerLock(str(db)).release()
+    except base.StoreError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _serve(cfg: config_mod.ServerConfig, level: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -114,3 +116,24 @@ class GroupCommit:
         for w in waiters:
             if not w.done():
                 w.set_result(None)
+
+
+class OwnerLock:
+    """An exclusive lock on `<db>.lock`: one server process per SQLite file. The OS drops it when the
+    process dies (even by SIGKILL), so a restart after a crash is never blocked."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = db_path + ".lock"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise base.StoreError(f"the database {db_path} is in use by another Ratchet server process "
+                                  "(one server per SQLite file; use PostgreSQL to run several)") from None
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1

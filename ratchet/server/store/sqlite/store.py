@@ -14,7 +14,7 @@ import orjson
 from ratchet import protocol
 from ratchet.server.engine import lifecycle
 from ratchet.server.store import base, migrations
-from ratchet.server.store.sqlite.connection import PRAGMAS, Checkpointer, GroupCommit
+from ratchet.server.store.sqlite.connection import PRAGMAS, Checkpointer, GroupCommit, OwnerLock
 from ratchet.server.store.sqlite.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
 from ratchet.server.store.sqlite.rows import (
     EVENT_COLS,
@@ -41,8 +41,12 @@ class SqliteStore(FlowMixin):
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        self._lock: OwnerLock | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # One server per file: this process voids leases at start-up, which is only right if no
+            # other process is running calls from the same queue.
+            self._lock = OwnerLock(self.path)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a write transaction takes the
         # write lock up front instead of failing half-way with SQLITE_BUSY on upgrade.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -56,6 +60,8 @@ class SqliteStore(FlowMixin):
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
 
     # ------------------------------------------------------------------------------ transaction helper
 
