@@ -157,8 +157,9 @@ class ServerProcess(_Process):
 
     def __init__(self, db_path: Path, log_path: Path, *, port: int | None = None,
                  app_urls: Iterable[str] = (), retry_interval: float | None = 0.2,
-                 extra_args: Iterable[str] = ()) -> None:
+                 extra_args: Iterable[str] = (), command: str = "dev") -> None:
         super().__init__(log_path)
+        self.command = command  # `dev`, or `start` (production mode: pass the keys in extra_args)
         self.db_path = db_path
         self.port = port or free_port()
         self.app_urls = list(app_urls)
@@ -170,7 +171,8 @@ class ServerProcess(_Process):
         return f"http://127.0.0.1:{self.port}"
 
     def args(self) -> list[str]:
-        args = [*_ratchet_cmd(), "dev", "--port", str(self.port), "--db", str(self.db_path), "--log-level", "info"]
+        args = [*_ratchet_cmd(), self.command, "--port", str(self.port), "--db", str(self.db_path),
+                "--log-level", "info"]
         for u in self.app_urls:
             args += ["-u", u]
         if self.retry_interval is not None:

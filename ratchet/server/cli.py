@@ -13,6 +13,7 @@ import orjson
 import typer
 import uvicorn
 
+from ratchet.server import auth
 from ratchet.server import config as config_mod
 from ratchet.server.engine import retry
 
@@ -52,6 +53,60 @@ def dev(
     cfg = config_mod.ServerConfig(host=host, port=port, db_url=str(db), kind="dev", app_urls=tuple(urls or ()),
                                   retry=policy)
     _serve(cfg, level)
+
+
+@app.command()
+def start(
+    signing_key: Annotated[str | None, typer.Option(
+        "--signing-key", envvar="RATCHET_SIGNING_KEY", help="Signs calls to apps; SDKs use it too.")] = None,
+    signing_key_fallback: Annotated[str | None, typer.Option(
+        "--signing-key-fallback", envvar="RATCHET_SIGNING_KEY_FALLBACK", help="A previous key, while rotating.")] = None,
+    event_keys: Annotated[list[str] | None, typer.Option(
+        "--event-key", envvar="RATCHET_EVENT_KEY", help="Accepted event key (repeatable).")] = None,
+    port: Annotated[int, typer.Option("--port", "-p", help="Port for the API and event API.")] = 8288,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "0.0.0.0",
+    db: Annotated[Path, typer.Option("--db", help="SQLite database file.")] = Path(".ratchet") / "ratchet.db",
+    urls: Annotated[list[str] | None, typer.Option("-u", "--sdk-url",
+                                                   help="URL of an app to sync at start-up (repeatable).")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Start the production server: requests to apps are signed, SDKs and events need keys."""
+    if not signing_key:
+        raise _fail("ratchet start needs a signing key (--signing-key or RATCHET_SIGNING_KEY) and at least one "
+                    "event key (--event-key or RATCHET_EVENT_KEY); make them with `ratchet keys new`")
+    if not event_keys:
+        raise _fail("ratchet start needs at least one event key (--event-key or RATCHET_EVENT_KEY); "
+                    "make one with `ratchet keys new`")
+    for name, key in (("--signing-key", signing_key), ("--signing-key-fallback", signing_key_fallback)):
+        if key and (problem := auth.check_signing_key(key)):
+            raise _fail(f"{name}: {problem}")
+    for key in event_keys:
+        if not key.strip():
+            raise _fail("--event-key must not be empty")
+    if not 1 <= port <= 65535:
+        raise _fail(f"--port must be between 1 and 65535, got {port}")
+    for url in urls or []:
+        if not url.startswith(("http://", "https://")):
+            raise _fail(f"-u must be an http(s) URL, got {url!r}")
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    _check_db_free(db)
+    keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
+    cfg = config_mod.ServerConfig(host=host, port=port, db_url=str(db), kind="cloud", app_urls=tuple(urls or ()),
+                                  signing_keys=keys, event_keys=tuple(event_keys))
+    _serve(cfg, level)
+
+
+keys_app = typer.Typer(help="Make keys for `ratchet start`.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new() -> None:
+    """Print a new signing key and a new event key (store them as secrets)."""
+    typer.echo(f"RATCHET_SIGNING_KEY={auth.new_signing_key()}")
+    typer.echo(f"RATCHET_EVENT_KEY={auth.new_event_key()}")
 
 
 def _check_db_free(db: Path) -> None:

@@ -273,7 +273,14 @@ class Executor:
             # Sign the canonical (JCS) form and send exactly those bytes, so the SDK's check matches.
             body = protocol.canonical_json(orjson.loads(body))
             headers[protocol.Header.SIGNATURE] = protocol.sign(body, self._cfg.signing_keys[0])
-        return await self._transport.request("POST", url, body, headers, self._cfg.call_timeout_s)
+        reply = await self._transport.request("POST", url, body, headers, self._cfg.call_timeout_s)
+        if (self._cfg.signing_keys and isinstance(reply, steps.Reply)
+                and not protocol.verify_signature(reply.body, reply.headers.get(protocol.Header.SIGNATURE),
+                                                  list(self._cfg.signing_keys))):
+            # Production mode: only replies signed with our key count (a tampered one is a failed call).
+            return steps.NoReply(f"the reply from {url} (status {reply.status}) has no valid signature")
+        return reply
+
 
 def _advance(state: base.RunState, commands: list[base.Command], now: int) -> base.RunState:
     """The run state after `commands` were applied, so a follow-up call needs no reload.

@@ -53,7 +53,8 @@ class Services:
         services = cls(
             cfg=cfg, store=store, functions=functions, executor=executor, scheduler=sched,
             ingestor=ingest.Ingestor(store, functions, notify, max_event_bytes=cfg.max_event_bytes),
-            syncer=sync.Syncer(store, functions, transport, server_kind=cfg.kind),
+            syncer=sync.Syncer(store, functions, transport, server_kind=cfg.kind,
+                               signing_key=cfg.signing_keys[0] if cfg.signing_keys else None),
             transport=transport,
         )
         executor.ingestor = services.ingestor

@@ -137,7 +137,8 @@ def _check_expression(source: str | None, kind: expressions.Kind, fn_id: str, wh
 
 class Syncer:
     def __init__(self, store: base.Store, functions: registry.Registry, transport: transport_mod.Transport, *,
-                 server_kind: str) -> None:
+                 server_kind: str, signing_key: str | None = None) -> None:
+        self._signing_key = signing_key
         self._store = store
         self._transport = transport
         self._functions = functions
@@ -169,7 +170,10 @@ class Syncer:
     async def sync_url(self, url: str) -> dict[str, Any]:
         """Ask the app at `url` to sync (a PUT); returns the app's reply. Raises SyncFailed."""
         headers = {"content-type": "application/json", protocol.Header.SERVER_KIND: self._server_kind}
-        result = await self._transport.request("PUT", url, orjson.dumps({"url": url}), headers, SYNC_TIMEOUT_S)
+        body = protocol.canonical_json({"url": url})
+        if self._signing_key:
+            headers[protocol.Header.SIGNATURE] = protocol.sign(body, self._signing_key)
+        result = await self._transport.request("PUT", url, body, headers, SYNC_TIMEOUT_S)
         if isinstance(result, steps.NoReply):
             error = f"could not sync the app at {url}: {result.reason}"
             await self._store.set_app_error(url, error)

@@ -82,3 +82,25 @@ def test_cancel_a_sleeping_run_and_in_bulk(e2e) -> None:
     bulk = ratchet("cancel", "--function", fn, "--server", e2e.server.url, timeout=30)
     assert bulk.returncode == 0 and "cancelled 2 run(s)" in bulk.stdout, (bulk.stdout, bulk.stderr)
     assert {api.run(r)["status"] for r in others} == {"CANCELLED"}
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    ([], "ratchet keys new"),
+    (["--signing-key", "signkey-prod-" + "ab" * 32], "event key"),
+    (["--signing-key", "zz", "--event-key", "e"], "--signing-key"),
+    (["--signing-key", "signkey-prod-abc", "--event-key", "e"], "even number of hex digits"),
+], ids=["no-keys", "no-event-key", "not-hex", "odd-length"])
+def test_start_refuses_to_run_without_usable_keys(tmp_path: Path, args: list[str], needle: str) -> None:
+    db = tmp_path / "ratchet.db"
+    result = ratchet("start", "--db", str(db), *args, timeout=20,
+                     env={"RATCHET_SIGNING_KEY": "", "RATCHET_EVENT_KEY": ""})
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert needle in result.stderr, result.stderr
+    assert not db.exists()
+
+
+def test_keys_new_prints_keys_start_accepts() -> None:
+    result = ratchet("keys", "new", timeout=20)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split("=", 1) for line in result.stdout.split())
+    assert lines["RATCHET_SIGNING_KEY"].startswith("signkey-prod-") and len(lines["RATCHET_EVENT_KEY"]) == 64

@@ -79,16 +79,22 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def start_stack(tmp_path: Path) -> AsyncIterator[Stack]:
+async def start_stack(tmp_path: Path, *, signing_key: str | None = None,
+                      event_key: str | None = None) -> AsyncIterator[Stack]:
+    """With `signing_key` (and `event_key`) the server runs in production mode and the SDK client too."""
     holder: dict[str, Any] = {}
 
     async def dispatch(scope: Any, receive: Any, send: Any) -> None:
         await holder["asgi"](scope, receive, send)
 
     transport = AsgiTransport(dispatch)
-    cfg = config_mod.ServerConfig(db_url=str(tmp_path / "r.db"), retry=retry.RetryPolicy(fixed_s=0.05))
+    cfg = config_mod.ServerConfig(db_url=str(tmp_path / "r.db"), retry=retry.RetryPolicy(fixed_s=0.05),
+                                  kind="cloud" if signing_key else "dev",
+                                  signing_keys=(signing_key,) if signing_key else (),
+                                  event_keys=(event_key,) if event_key else ())
     server = server_app.create_app(cfg, transport=transport)
-    client = ratchet.Client(app_id="inproc", is_production=False, api_base_url=SERVER, event_api_base_url=SERVER,
+    client = ratchet.Client(app_id="inproc", is_production=signing_key is not None, api_base_url=SERVER,
+                            event_api_base_url=SERVER, signing_key=signing_key, event_key=event_key,
                             transport=httpx.ASGITransport(app=server))
 
     def serve(fns: list[ratchet.Function[Any]]) -> None:

@@ -8,13 +8,16 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ratchet.server import sync
+from ratchet.server import auth, sync
 from ratchet.server.api import error, json_response, services
 from ratchet.server.store import base
 
 
 async def register(request: Request) -> Response:
     svc = services(request)
+    if svc.cfg.signing_keys and not auth.bearer_ok(request.headers, svc.cfg.signing_keys):
+        return json_response({"ok": False, "error": "unauthorized: a valid signing-key bearer token is required"},
+                             401)
     body = await request.body()
     status, reply = await svc.syncer.register(body, {k.lower(): v for k, v in request.headers.items()})
     return json_response(reply, status)

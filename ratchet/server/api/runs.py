@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ratchet import protocol
-from ratchet.server import cancellation
+from ratchet.server import auth, cancellation
 from ratchet.server.api import error, json_response, services
 from ratchet.server.store import base
 
@@ -194,6 +194,9 @@ async def bulk_cancel(request: Request) -> Response:
 
 
 async def _run_state(request: Request) -> base.RunState | Response:
+    keys = services(request).cfg.signing_keys
+    if keys and not auth.bearer_ok(request.headers, keys):
+        return error(401, "unauthorized: a valid signing-key bearer token is required")
     run_id = request.path_params["run_id"]
     state = await services(request).store.load_run_state(run_id, protocol.now_ms())
     return error(404, f"run {run_id!r} not found") if state is None else state

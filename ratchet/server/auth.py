@@ -1,0 +1,51 @@
+"""Keys and checks of production mode (`ratchet start`): signing keys, event keys, SDK bearer tokens.
+
+- The server signs every request to an app with its signing key and rejects replies whose signature does
+  not verify (`protocol.sign` / `protocol.verify_signature`, reference §3).
+- SDK calls to the server (`/fn/register`, `/v0/runs/*`) carry `Authorization: Bearer <sha256 of the
+  hex-decoded key>`; the official Python SDK sends the hash alone, the spec shows it with the
+  `signkey-<env>-` prefix kept; both are accepted, for the current key and the fallback.
+- Events need one of the configured event keys in the URL (`/e/{event_key}`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Mapping, Sequence
+
+from ratchet import protocol
+
+SIGNING_KEY_PREFIX = "signkey-prod-"
+
+
+def new_signing_key() -> str:
+    """A fresh signing key: `signkey-prod-` and 32 random bytes in hex."""
+    return SIGNING_KEY_PREFIX + secrets.token_hex(32)
+
+
+def new_event_key() -> str:
+    """A fresh event key: 32 random bytes in hex (it travels in URLs, so no special characters)."""
+    return secrets.token_hex(32)
+
+
+def check_signing_key(key: str) -> str | None:
+    """Why `key` is not a usable signing key, or None when it is."""
+    raw = protocol.signing_key_raw(key)
+    if not raw or len(raw) % 2:
+        return "a signing key is an even number of hex digits, optionally after a `signkey-<env>-` prefix"
+    try:
+        bytes.fromhex(raw)
+    except ValueError:
+        return "a signing key is an even number of hex digits, optionally after a `signkey-<env>-` prefix"
+    return None
+
+
+def bearer_ok(headers: Mapping[str, str], signing_keys: Sequence[str]) -> bool:
+    """Does the request carry the bearer token of one of `signing_keys`?"""
+    auth = headers.get("authorization", "")
+    if not auth.lower().startswith("bearer "):
+        return False
+    token = auth[7:].strip()
+    token = protocol.signing_key_raw(token)  # the prefix form `signkey-<env>-<hash>` too
+    return any(hmac.compare_digest(token, protocol.hashed_signing_key(k)) for k in signing_keys)

@@ -1,0 +1,84 @@
+"""Production mode in one process: signed calls and replies, bearer-checked SDK calls, event keys."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import ratchet
+from ratchet import protocol
+from ratchet.server import auth
+from ratchet.server.engine import steps
+from tests.integration import inprocess
+
+KEY = "signkey-prod-" + "ab" * 32
+EVENT_KEY = "ek-" + "cd" * 16
+
+
+@pytest.fixture
+async def prod(tmp_path: Path) -> AsyncIterator[inprocess.Stack]:
+    async with inprocess.start_stack(tmp_path, signing_key=KEY, event_key=EVENT_KEY) as s:
+        yield s
+
+
+async def send(s: inprocess.Stack, name: str, key: str = EVENT_KEY) -> httpx.Response:
+    return await s.api.post(f"/e/{key}", json={"name": name, "data": {}})
+
+
+async def test_a_signed_run_completes_and_bad_event_keys_are_refused(prod: inprocess.Stack) -> None:
+    @prod.client.function(id="two", trigger=ratchet.on_event("p/two"))
+    async def two(ctx: ratchet.Context) -> str:
+        return await ctx.step.run("a", lambda: "A") + "B"  # type: ignore[no-any-return]
+
+    await prod.sync([two])
+    bad = await send(prod, "p/two", key="wrong")
+    assert bad.status_code == 401 and bad.json()["ids"] == []
+    ok = await send(prod, "p/two")
+    assert ok.status_code == 200
+    run = await prod.wait_run(ok.json()["ids"][0])
+    assert run["output"] == "AB"
+
+
+async def test_sdk_calls_need_the_signing_key_bearer(prod: inprocess.Stack) -> None:
+    body = {"url": inprocess.APP_URL, "appName": "x", "functions": []}
+    assert (await prod.api.post("/fn/register", json=body)).status_code == 401
+    wrong = {"authorization": f"Bearer {protocol.hashed_signing_key('signkey-prod-' + 'ee' * 32)}"}
+    assert (await prod.api.post("/fn/register", json=body, headers=wrong)).status_code == 401
+    for token in (protocol.hashed_signing_key(KEY), "signkey-prod-" + protocol.hashed_signing_key(KEY)):
+        resp = await prod.api.post("/fn/register", json=body, headers={"authorization": f"Bearer {token}"})
+        assert resp.status_code == 200, resp.text
+    assert (await prod.api.get("/v0/runs/x/actions")).status_code == 401
+    ok = await prod.api.get("/v0/runs/x/actions",
+                            headers={"authorization": f"Bearer {protocol.hashed_signing_key(KEY)}"})
+    assert ok.status_code == 404  # authorized; the run does not exist
+
+
+async def test_a_tampered_reply_is_rejected(prod: inprocess.Stack) -> None:
+    @prod.client.function(id="one", trigger=ratchet.on_event("p/one"), retries=0)
+    async def one(ctx: ratchet.Context) -> str:
+        return "genuine"
+
+    await prod.sync([one])
+    real = prod.transport.request
+
+    async def tamper(method: str, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Any:
+        reply = await real(method, url, body, headers, timeout_s)
+        if isinstance(reply, steps.Reply) and method == "POST":
+            return steps.Reply(reply.status, reply.headers, b'"forged"')  # signature no longer matches
+        return reply
+
+    prod.transport.request = tamper  # type: ignore[method-assign]
+    ok = await send(prod, "p/one")
+    run = await prod.wait_run(ok.json()["ids"][0], status="FAILED")
+    assert "no valid signature" in run["output"]["message"]
+
+
+def test_keys_new_makes_valid_keys() -> None:
+    assert auth.check_signing_key(auth.new_signing_key()) is None
+    assert auth.check_signing_key("signkey-prod-abc") is not None  # odd length
+    assert auth.check_signing_key("nothex!!") is not None
+    assert len(auth.new_event_key()) == 64
