@@ -6,10 +6,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ratchet.server import auth
 from ratchet.server import config as config_mod
 from ratchet.server import services as services_mod
 from ratchet.server import transport as transport_mod
@@ -54,4 +57,24 @@ def create_app(cfg: config_mod.ServerConfig, *, store: base.Store | None = None,
         Route("/v0/runs/{run_id}/batch", runs.run_batch, methods=["GET"]),
         Route("/v0/runs/{run_id}/actions", runs.run_actions, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(ApiTokenMiddleware, tokens=cfg.api_tokens)] if cfg.kind == "cloud" else []
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+
+
+class ApiTokenMiddleware:
+    """Production mode: the REST and GraphQL APIs answer only requests with an API token (pure ASGI, so
+    the hot paths it does not guard pay one prefix check)."""
+
+    def __init__(self, app: ASGIApp, tokens: tuple[str, ...]) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(auth.PROTECTED_PREFIXES):
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            if not auth.token_ok(headers, self.tokens):
+                message = ("unauthorized: send Authorization: Bearer <API token>" if self.tokens else
+                           "unauthorized: this server has no API token configured (ratchet start --api-token)")
+                await json_response({"error": message}, 401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -6,6 +6,7 @@
   hex-decoded key>`; the official Python SDK sends the hash alone, the spec shows it with the
   `signkey-<env>-` prefix kept; both are accepted, for the current key and the fallback.
 - Events need one of the configured event keys in the URL (`/e/{event_key}`).
+- The REST and GraphQL APIs (`/v1/*`, `/v0/gql`) need `Authorization: Bearer <API token>`.
 """
 
 from __future__ import annotations
@@ -49,3 +50,22 @@ def bearer_ok(headers: Mapping[str, str], signing_keys: Sequence[str]) -> bool:
     token = auth[7:].strip()
     token = protocol.signing_key_raw(token)  # the prefix form `signkey-<env>-<hash>` too
     return any(hmac.compare_digest(token, protocol.hashed_signing_key(k)) for k in signing_keys)
+
+
+def new_api_token() -> str:
+    """A fresh API token for the REST and GraphQL APIs."""
+    return "rat_" + secrets.token_urlsafe(32)
+
+
+def token_ok(headers: Mapping[str, str], tokens: Sequence[str]) -> bool:
+    """Does the request carry `Authorization: Bearer <one of tokens>`?"""
+    auth = headers.get("authorization", "")
+    if not auth.lower().startswith("bearer "):
+        return False
+    given = auth[7:].strip()
+    return any(hmac.compare_digest(given, t) for t in tokens)
+
+
+#: Paths of the APIs that need an API token in production mode (the event API, the SDK endpoints and
+#: /health have their own rules).
+PROTECTED_PREFIXES = ("/v1/", "/v0/gql")

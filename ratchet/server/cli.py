@@ -63,6 +63,8 @@ def start(
         "--signing-key-fallback", envvar="RATCHET_SIGNING_KEY_FALLBACK", help="A previous key, while rotating.")] = None,
     event_keys: Annotated[list[str] | None, typer.Option(
         "--event-key", envvar="RATCHET_EVENT_KEY", help="Accepted event key (repeatable).")] = None,
+    api_tokens: Annotated[list[str] | None, typer.Option(
+        "--api-token", envvar="RATCHET_API_TOKEN", help="Bearer token for the REST/GraphQL API (repeatable).")] = None,
     port: Annotated[int, typer.Option("--port", "-p", help="Port for the API and event API.")] = 8288,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "0.0.0.0",
     db: Annotated[Path, typer.Option("--db", help="SQLite database file.")] = Path(".ratchet") / "ratchet.db",
@@ -93,8 +95,12 @@ def start(
         raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
     _check_db_free(db)
     keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
+    tokens = tuple(t for t in api_tokens or () if t.strip())
+    if not tokens:
+        typer.secho("warning: no --api-token: the REST and GraphQL APIs will refuse every request",
+                    fg=typer.colors.YELLOW, err=True)
     cfg = config_mod.ServerConfig(host=host, port=port, db_url=str(db), kind="cloud", app_urls=tuple(urls or ()),
-                                  signing_keys=keys, event_keys=tuple(event_keys))
+                                  signing_keys=keys, event_keys=tuple(event_keys), api_tokens=tokens)
     _serve(cfg, level)
 
 
@@ -104,9 +110,14 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("new")
 def keys_new() -> None:
-    """Print a new signing key and a new event key (store them as secrets)."""
+    """Print a new signing key, event key and API token (store them as secrets)."""
     typer.echo(f"RATCHET_SIGNING_KEY={auth.new_signing_key()}")
     typer.echo(f"RATCHET_EVENT_KEY={auth.new_event_key()}")
+    typer.echo(f"RATCHET_API_TOKEN={auth.new_api_token()}")
+
+
+def _auth_header(api_token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {api_token}"} if api_token else {}
 
 
 def _check_db_free(db: Path) -> None:
@@ -139,19 +150,26 @@ def _serve(cfg: config_mod.ServerConfig, level: str) -> None:
 def sync(
     url: Annotated[str | None, typer.Argument(help="App URL to sync; all known apps when omitted.")] = None,
     server: Annotated[str, typer.Option("--server", help="Ratchet server URL.")] = "http://127.0.0.1:8288",
+    api_token: Annotated[str | None, typer.Option(
+        "--api-token", envvar="RATCHET_API_TOKEN", help="API token of a production server.")] = None,
 ) -> None:
     """Ask the server to (re-)sync an app, or every known app."""
     if url is not None and not url.startswith(("http://", "https://")):
         raise _fail(f"URL must be an http(s) URL, got {url!r}")
     body = orjson.dumps({"url": url}) if url else b""
     try:
-        resp = httpx.post(f"{server.rstrip('/')}/v1/apps/sync", content=body, timeout=60)
+        resp = httpx.post(f"{server.rstrip('/')}/v1/apps/sync", content=body, timeout=60,
+                          headers=_auth_header(api_token))
     except httpx.HTTPError as exc:
         raise _fail(f"could not reach the server at {server}: {exc}") from None
     try:
-        results = resp.json().get("data", [])
+        reply = resp.json()
+        results = reply.get("data", [])
     except ValueError:
         raise _fail(f"unexpected reply from {server} (status {resp.status_code})") from None
+    if resp.status_code >= 400 and not results:
+        typer.secho(f"error: {reply.get('error', resp.text)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
     ok = True
     for r in results:
         if r.get("ok"):
@@ -171,6 +189,8 @@ def cancel(
     end: Annotated[str | None, typer.Option("--to", help="Bulk: runs created before (ISO time).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Bulk: only count the runs.")] = False,
     server: Annotated[str, typer.Option("--server", help="Ratchet server URL.")] = "http://127.0.0.1:8288",
+    api_token: Annotated[str | None, typer.Option(
+        "--api-token", envvar="RATCHET_API_TOKEN", help="API token of a production server.")] = None,
 ) -> None:
     """Cancel one run, or (with --function) every run of a function that has not ended."""
     if (run_id is None) == (function is None):
@@ -180,11 +200,11 @@ def cancel(
     base = server.rstrip("/")
     try:
         if run_id is not None:
-            resp = httpx.post(f"{base}/v1/runs/{run_id}/cancel", timeout=30)
+            resp = httpx.post(f"{base}/v1/runs/{run_id}/cancel", timeout=30, headers=_auth_header(api_token))
         else:
             body = {"function_id": function, "from": start, "to": end, "dry_run": dry_run}
             resp = httpx.post(f"{base}/v1/runs/cancel", json={k: v for k, v in body.items() if v is not None},
-                              timeout=300)
+                              timeout=300, headers=_auth_header(api_token))
     except httpx.HTTPError as exc:
         raise _fail(f"could not reach the server at {server}: {exc}") from None
     try:

@@ -18,6 +18,8 @@ class ServerConfig:
     app_urls: tuple[str, ...] = ()
     signing_keys: tuple[str, ...] = ()
     event_keys: tuple[str, ...] = ()
+    #: Bearer tokens for the REST and GraphQL APIs in production mode (none: those APIs refuse everyone)
+    api_tokens: tuple[str, ...] = ()
     retry: retry.RetryPolicy = dataclasses.field(default_factory=retry.RetryPolicy)
     #: Longest an app call may take before it counts as a failed attempt.
     call_timeout_s: float = 300.0

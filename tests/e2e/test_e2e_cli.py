@@ -104,3 +104,4 @@ def test_keys_new_prints_keys_start_accepts() -> None:
     assert result.returncode == 0, result.stderr
     lines = dict(line.split("=", 1) for line in result.stdout.split())
     assert lines["RATCHET_SIGNING_KEY"].startswith("signkey-prod-") and len(lines["RATCHET_EVENT_KEY"]) == 64
+    assert lines["RATCHET_API_TOKEN"].startswith("rat_")

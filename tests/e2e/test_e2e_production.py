@@ -17,12 +17,13 @@ pytestmark = pytest.mark.e2e
 APP = Path(__file__).parent / "apps" / "prod_app.py"
 KEY = "signkey-prod-" + "0f" * 32
 EVENT_KEY = "e2e-" + "a1" * 20
+TOKEN = "rat_e2e-token"
 
 
 def test_production_mode_end_to_end(tmp_path: Path) -> None:
     server = harness.ServerProcess(tmp_path / "prod.db", tmp_path / "server.log", retry_interval=None,
                                    command="start", extra_args=["--signing-key", KEY, "--event-key", EVENT_KEY,
-                                                                "--host", "127.0.0.1"])
+                                                                "--api-token", TOKEN, "--host", "127.0.0.1"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
     env.update({"INNGEST_SIGNING_KEY": KEY, "INNGEST_EVENT_KEY": EVENT_KEY, "PYTHONUNBUFFERED": "1",
                 "INNGEST_API_BASE_URL": server.url, "INNGEST_EVENT_API_BASE_URL": server.url})
@@ -31,8 +32,13 @@ def test_production_mode_end_to_end(tmp_path: Path) -> None:
         app.start(timeout=30)  # (an unsigned GET gets 401 from a production SDK: still "up")
         server.app_urls = [app.url]
         server.start()
-        api = harness.Api(server.url)
+        api = harness.Api(server.url, token=TOKEN)
         harness.wait_synced(api, ["prod-signed"])
+        assert httpx.get(f"{server.url}/v1/functions").status_code == 401  # no token
+        sync = harness.ratchet("sync", "--server", server.url, "--api-token", TOKEN)
+        assert sync.returncode == 0 and "synced" in sync.stdout, (sync.stdout, sync.stderr)
+        denied = harness.ratchet("sync", "--server", server.url)
+        assert denied.returncode == 1 and "API token" in denied.stderr, (denied.stdout, denied.stderr)
         refused = httpx.post(f"{server.url}/e/not-the-key", json={"name": "prod/go", "data": {"n": 1}})
         assert refused.status_code == 401
         (event_id,) = api.send({"name": "prod/go", "data": {"n": 7}}, key=EVENT_KEY)

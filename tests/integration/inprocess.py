@@ -79,8 +79,8 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def start_stack(tmp_path: Path, *, signing_key: str | None = None,
-                      event_key: str | None = None) -> AsyncIterator[Stack]:
+async def start_stack(tmp_path: Path, *, signing_key: str | None = None, event_key: str | None = None,
+                      api_token: str | None = None) -> AsyncIterator[Stack]:
     """With `signing_key` (and `event_key`) the server runs in production mode and the SDK client too."""
     holder: dict[str, Any] = {}
 
@@ -91,7 +91,8 @@ async def start_stack(tmp_path: Path, *, signing_key: str | None = None,
     cfg = config_mod.ServerConfig(db_url=str(tmp_path / "r.db"), retry=retry.RetryPolicy(fixed_s=0.05),
                                   kind="cloud" if signing_key else "dev",
                                   signing_keys=(signing_key,) if signing_key else (),
-                                  event_keys=(event_key,) if event_key else ())
+                                  event_keys=(event_key,) if event_key else (),
+                                  api_tokens=(api_token,) if api_token else ())
     server = server_app.create_app(cfg, transport=transport)
     client = ratchet.Client(app_id="inproc", is_production=signing_key is not None, api_base_url=SERVER,
                             event_api_base_url=SERVER, signing_key=signing_key, event_key=event_key,
@@ -101,6 +102,7 @@ async def start_stack(tmp_path: Path, *, signing_key: str | None = None,
         holder["asgi"] = ratchet.sdk.fastapi.asgi_app(client, fns)
 
     async with (server.router.lifespan_context(server),
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=server), base_url=SERVER) as api):
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=server), base_url=SERVER,
+                                  headers={"authorization": f"Bearer {api_token}"} if api_token else None) as api):
         yield Stack(server, api, client, transport, serve)
     await transport.close()

@@ -17,11 +17,12 @@ from tests.integration import inprocess
 
 KEY = "signkey-prod-" + "ab" * 32
 EVENT_KEY = "ek-" + "cd" * 16
+TOKEN = "rat_test-token"
 
 
 @pytest.fixture
 async def prod(tmp_path: Path) -> AsyncIterator[inprocess.Stack]:
-    async with inprocess.start_stack(tmp_path, signing_key=KEY, event_key=EVENT_KEY) as s:
+    async with inprocess.start_stack(tmp_path, signing_key=KEY, event_key=EVENT_KEY, api_token=TOKEN) as s:
         yield s
 
 
@@ -82,3 +83,17 @@ def test_keys_new_makes_valid_keys() -> None:
     assert auth.check_signing_key("signkey-prod-abc") is not None  # odd length
     assert auth.check_signing_key("nothex!!") is not None
     assert len(auth.new_event_key()) == 64
+
+
+async def test_the_rest_and_graphql_apis_need_an_api_token(prod: inprocess.Stack) -> None:
+    bare = httpx.AsyncClient(transport=httpx.ASGITransport(app=prod.server), base_url=inprocess.SERVER)
+    async with bare:
+        for method, path in (("GET", "/v1/runs"), ("GET", "/v1/functions"), ("POST", "/v0/gql"),
+                             ("POST", "/v1/runs/cancel")):
+            resp = await bare.request(method, path, json={})
+            assert resp.status_code == 401 and "API token" in resp.json()["error"], (path, resp.text)
+        wrong = await bare.get("/v1/runs", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert (await bare.get("/health")).status_code == 200  # open
+    ok = await prod.api.get("/v1/runs")  # the stack's client carries the token
+    assert ok.status_code == 200
