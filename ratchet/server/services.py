@@ -11,7 +11,7 @@ from ratchet.server import config as config_mod
 from ratchet.server import executor as executor_mod
 from ratchet.server import ingest, registry, scheduler, sync
 from ratchet.server import transport as transport_mod
-from ratchet.server.store import base, open_store
+from ratchet.server.store import base, open_store_async
 
 log = logging.getLogger("ratchet.server")
 
@@ -32,7 +32,7 @@ class Services:
     async def start(cls, cfg: config_mod.ServerConfig, *, store: base.Store | None = None,
                     transport: transport_mod.Transport | None = None) -> Services:
         """Open the store, recover, start the queue loop and sync the configured apps in the background."""
-        store = store or open_store(cfg.db_url)
+        store = store or await open_store_async(cfg.db_url)
         owner = f"node-{uuid.uuid4().hex[:12]}"
         # One process owns a SQLite file, so leases left by a crashed predecessor are void now.
         released = await store.release_leases()

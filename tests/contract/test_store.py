@@ -88,6 +88,13 @@ async def test_idempotency_key_starts_one_run_until_it_expires(store: base.Store
     assert await store.ingest([event("ev3", "same")], [new_run("r3", "ev3", key="f:same")], NOW + day) == ["r3"]
 
 
+async def test_idempotency_keys_may_hold_nul_separators(store: base.Store) -> None:
+    # The engine's keys join their parts with NUL (`<slug>\x00<event id>`).
+    assert await store.ingest([event("ev1")], [new_run("r1", "ev1", key="app-f\x00ev1")], NOW) == ["r1"]
+    assert await store.ingest([event("ev2")], [new_run("r2", "ev2", key="app-f\x00ev1")], NOW) == []
+    assert await store.ingest([event("ev3")], [new_run("r3", "ev3", key="app-f\x00ev3")], NOW) == ["r3"]
+
+
 async def test_same_internal_id_twice_stores_two_events(store: base.Store) -> None:
     await store.ingest([event("ev1")], [], NOW)
     await store.ingest([event("ev1")], [], NOW)

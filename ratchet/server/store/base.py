@@ -1,6 +1,6 @@
 """The `Store` interface: every piece of durable state the engine keeps, behind intent-named methods.
 
-Backends (`sqlite.py`, later `postgres.py`) implement `Store`; the contract suite in
+Backends (`sqlite/`, `postgres/`) implement `Store`; the contract suite in
 `tests/contract/` runs against each. Every public method is one transaction. Times are integer
 milliseconds since the epoch (UTC); JSON values are plain Python values.
 

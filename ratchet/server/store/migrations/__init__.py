@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the driver is an optional extra, imported by the PostgreSQL backend only
+    import asyncpg
+
+#: The advisory lock that serialises migrations when several servers start against one database.
+PG_MIGRATION_LOCK = 0x52415443_48455401  # "RATCHET" + 1
 
 
 def _files(backend: str) -> list[tuple[int, str, str]]:
@@ -36,6 +43,27 @@ def apply_sqlite(db: sqlite3.Connection) -> list[str]:
         db.execute("COMMIT")
         applied.append(name)
     return applied
+
+
+async def apply_postgres(conn: asyncpg.Connection) -> list[str]:
+    """Apply the PostgreSQL migrations not yet applied, each in its own transaction; returns the names
+    applied. A session advisory lock makes concurrent starts wait for the first one's migrations."""
+    await conn.execute("SELECT pg_advisory_lock($1)", PG_MIGRATION_LOCK)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                           "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        done = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied = []
+        for version, name, sql in _files("postgres"):
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)  # a whole file: asyncpg runs a multi-statement script as is
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+            applied.append(name)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", PG_MIGRATION_LOCK)
 
 
 def _statements(sql: str) -> list[str]:

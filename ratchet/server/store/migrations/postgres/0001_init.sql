@@ -1,0 +1,172 @@
+-- Ratchet PostgreSQL schema, version 1: the same tables as SQLite migrations 0001-0005 together.
+-- Times are BIGINT ms since the epoch (UTC). JSON is TEXT, as in SQLite: values round-trip byte for byte
+-- (jsonb would reorder object keys) and a pause's timeout item is found by its payload text.
+
+CREATE TABLE apps (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    url           TEXT NOT NULL,
+    sdk           TEXT,
+    framework     TEXT,
+    checksum      TEXT NOT NULL,
+    synced_at     BIGINT NOT NULL,
+    error         TEXT
+);
+
+CREATE TABLE functions (
+    slug          TEXT PRIMARY KEY,
+    app_id        TEXT NOT NULL REFERENCES apps(id),
+    name          TEXT NOT NULL,
+    config        TEXT NOT NULL,
+    url           TEXT NOT NULL,
+    archived      BOOLEAN NOT NULL DEFAULT FALSE,
+    updated_at    BIGINT NOT NULL
+);
+CREATE INDEX functions_app ON functions(app_id);
+
+-- A retried send with the same id seed stores the event again under the same internal id, so the
+-- internal id is not unique; `seq` orders events by arrival.
+CREATE TABLE events (
+    seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    internal_id   TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    data          TEXT NOT NULL,
+    ts            BIGINT NOT NULL,
+    received_at   BIGINT NOT NULL,
+    v             TEXT,
+    "user"        TEXT
+);
+CREATE INDEX events_internal ON events(internal_id);
+CREATE INDEX events_name ON events(name, seq);
+
+CREATE TABLE runs (
+    id              TEXT PRIMARY KEY,
+    function_slug   TEXT NOT NULL,
+    app_id          TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    event_ids       TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    started_at      BIGINT,
+    ended_at        BIGINT,
+    output          TEXT,
+    stack           TEXT NOT NULL DEFAULT '[]',
+    force_step_plan BOOLEAN NOT NULL DEFAULT FALSE,
+    error           TEXT,
+    -- the singleton key of a run (hashed), so a new run can find the active one for its key
+    singleton_key   TEXT,
+    -- the run's concurrency limits, JSON [[key, limit], ...] (hashed keys), copied to each of its calls
+    concurrency     TEXT
+);
+CREATE INDEX runs_function ON runs(function_slug, id);
+CREATE INDEX runs_status ON runs(status, id);
+CREATE INDEX runs_singleton ON runs(singleton_key, status) WHERE singleton_key IS NOT NULL;
+
+-- Which runs an event started (an event may start many, a batch run has many events).
+CREATE TABLE run_events (
+    event_id      TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    PRIMARY KEY (event_id, run_id)
+);
+
+-- Run idempotency keys (function + event id, or an idempotency expression), kept for 24 h. The key is
+-- UTF-8 BYTEA: the engine joins its parts with NUL, which TEXT cannot hold.
+CREATE TABLE run_keys (
+    key           BYTEA PRIMARY KEY,
+    run_id        TEXT NOT NULL,
+    expires_at    BIGINT NOT NULL
+);
+CREATE INDEX run_keys_expiry ON run_keys(expires_at);
+
+CREATE TABLE steps (
+    run_id        TEXT NOT NULL,
+    hash          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    op            TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    memo          TEXT,
+    started_at    BIGINT NOT NULL,
+    ended_at      BIGINT,
+    attempts      INTEGER NOT NULL DEFAULT 1,
+    seq           INTEGER NOT NULL,
+    PRIMARY KEY (run_id, hash)
+);
+
+-- Work to do. `kind`: 'call' (an app call; `target` is `step` or a step hash), 'timeout' (a pause
+-- expires), 'emit' (the outbox), 'cron', 'run_timeout', 'debounce', 'batch'; `payload` is JSON.
+-- `priority` (ms): among due items, one with priority p sorts as if due p ms earlier. A due call that
+-- found a concurrency limit full waits with `blocked` until a call holding that key ends.
+CREATE TABLE queue (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id        TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    attempt       INTEGER NOT NULL DEFAULT 0,
+    due_at        BIGINT NOT NULL,
+    lease_owner   TEXT,
+    lease_until   BIGINT,
+    last_error    TEXT,
+    kind          TEXT NOT NULL DEFAULT 'call',
+    payload       TEXT,
+    priority      BIGINT NOT NULL DEFAULT 0,
+    blocked       BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX queue_due ON queue((due_at - priority), id) WHERE lease_owner IS NULL AND NOT blocked;
+CREATE INDEX queue_lease ON queue(lease_until) WHERE lease_owner IS NOT NULL;
+CREATE INDEX queue_run_target ON queue(run_id, kind, target);
+-- Cron schedules fire once per tick: a cron item has run_id `cron:<function>` and is unique per tick.
+CREATE UNIQUE INDEX queue_cron_tick ON queue(run_id, due_at) WHERE kind = 'cron';
+-- One timer per open debounce or batch (run_id `debounce:<key>` / `batch:<key>`).
+CREATE UNIQUE INDEX queue_pending_key ON queue(run_id) WHERE kind IN ('debounce', 'batch');
+
+-- A run waiting for an event. `expression` is the residual `if` (only `async` left) or NULL (any event
+-- of that name matches). `index_path`/`index_value` hold one `async.<path> == <literal>` conjunct of it.
+CREATE TABLE pauses (
+    id            TEXT PRIMARY KEY,
+    run_id        TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    step_hash     TEXT,
+    step_name     TEXT,
+    event_name    TEXT NOT NULL,
+    expression    TEXT,
+    index_path    TEXT,
+    index_value   TEXT,
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT
+);
+CREATE INDEX pauses_match ON pauses(event_name, index_path, index_value);
+CREATE INDEX pauses_run ON pauses(run_id);
+
+-- Per-key flow-control state (throttle GCRA, rate-limit window), JSON, deletable after `expires_at`.
+CREATE TABLE flow_state (
+    key           TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    expires_at    BIGINT NOT NULL
+);
+
+-- The concurrency keys of each call; a leased call counts against each of its keys' limits. A deleted
+-- queue item takes its key rows with it (SQLite does this with a trigger).
+CREATE TABLE item_keys (
+    key           TEXT NOT NULL,
+    item_id       BIGINT NOT NULL REFERENCES queue(id) ON DELETE CASCADE,
+    lim           INTEGER NOT NULL,
+    PRIMARY KEY (key, item_id)
+);
+CREATE INDEX item_keys_item ON item_keys(item_id);
+
+-- One open debounce per key: the run starts with the last event at `fire_at`.
+CREATE TABLE debounces (
+    key            TEXT PRIMARY KEY,
+    function_slug  TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    first_seen     BIGINT NOT NULL,
+    fire_at        BIGINT NOT NULL
+);
+
+-- One open batch per key: the run starts with all its events when full or at `fire_at`.
+CREATE TABLE batches (
+    key            TEXT PRIMARY KEY,
+    function_slug  TEXT NOT NULL,
+    event_ids      TEXT NOT NULL,
+    first_at       BIGINT NOT NULL,
+    fire_at        BIGINT NOT NULL
+);

@@ -1,0 +1,99 @@
+"""The PostgreSQL pool, its transactions (with a retry on deadlock) and the driver-error boundary.
+
+Locking, in one place:
+- Every public write method is one `READ COMMITTED` transaction on a pooled connection.
+- Read-modify-write rows are locked with `SELECT ... FOR UPDATE`: the held queue item, then the run row
+  (`apply`, resumes, cancels), and the flow-control rows (`flow_state`, `debounces`, `batches`).
+- `claim_due` locks its candidates `FOR UPDATE SKIP LOCKED`, so concurrent claimers (other servers)
+  split the due items instead of waiting on each other.
+- State that may not exist yet (a first rate-limit window, a first debounce, a concurrency key's
+  in-flight count) cannot be row-locked, so its *name* is locked with a transaction-scoped advisory
+  lock (`lock_names_txn`) before it is read. A run's concurrency keys are locked before its run row,
+  in sorted order, everywhere.
+- Two transactions can still deadlock in rare interleavings (a claim holding a queue row the cancel of
+  its run wants to delete); PostgreSQL detects it and aborts one, and `Pool.run` retries it from the
+  start, which is safe because a method's transaction is a function of its arguments only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from ratchet.server.store import base, migrations
+from ratchet.server.store.postgres import queries as q
+
+T = TypeVar("T")
+Conn = asyncpg.Connection
+
+#: Pool size: one connection per concurrent store call; the executor runs calls concurrently.
+POOL_MIN, POOL_MAX = 1, 10
+#: Attempts of a transaction aborted by a deadlock or a serialization failure.
+RETRIES = 8
+
+
+class Pool:
+    """An asyncpg pool that runs each store method as one transaction, translating driver errors."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self.url, min_size=POOL_MIN, max_size=POOL_MAX)
+            async with self._pool.acquire() as conn:
+                await migrations.apply_postgres(conn)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            await self.close()
+            raise base.StoreError(f"cannot open the PostgreSQL store: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise base.StoreError("the PostgreSQL store is not open (await store.start() first)")
+        return self._pool
+
+    async def run(self, body: Callable[[Conn], Awaitable[T]], *, readonly: bool = False) -> T:
+        """Run `body(conn)` in one transaction; retried from the start after a deadlock."""
+        for attempt in range(RETRIES):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction(
+                        isolation="repeatable_read" if readonly else "read_committed", readonly=readonly):
+                    return await body(conn)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                if attempt == RETRIES - 1:
+                    raise base.StoreError(f"transaction kept conflicting: {exc}") from exc
+                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                raise base.StoreError(str(exc)) from exc
+        raise AssertionError("unreachable")
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """One read statement (a transaction of its own)."""
+        try:
+            return await self.pool.fetch(sql, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise base.StoreError(str(exc)) from exc
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        try:
+            return await self.pool.fetchrow(sql, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise base.StoreError(str(exc)) from exc
+
+
+async def lock_names_txn(conn: Conn, names: Iterable[str]) -> None:
+    """Advisory-lock `names` until the transaction ends, in sorted order (see the module docstring)."""
+    ordered = sorted(set(names))
+    if ordered:
+        await conn.fetchval(q.LOCK_NAMES, ordered)

@@ -1,0 +1,187 @@
+"""Every SQL statement of the PostgreSQL store, by name (procrastinate's `queries.sql`, as constants).
+
+Parameters are asyncpg's `$n`. Lists are passed as arrays (`= ANY($1::bigint[])`). JSON is TEXT (see
+the migration). Statements that take a row lock say so in their name (`_FOR_UPDATE`, `_SKIP_LOCKED`).
+"""
+
+from __future__ import annotations
+
+RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_at, ended_at, output, "
+            "stack, force_step_plan, error")
+EVENT_COLS = 'internal_id, id, name, data, ts, received_at, v, "user", seq'
+STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts"
+QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until, kind, payload"
+PAUSE_COLS = ("id, run_id, kind, step_hash, step_name, event_name, expression, index_path, index_value, "
+              "created_at, expires_at")
+FUNCTION_COLS = "slug, app_id, name, config, url"
+_APP_SELECT = ("SELECT a.id, a.name, a.url, a.sdk, a.framework, a.checksum, a.synced_at, a.error, "
+               "(SELECT count(*) FROM functions f WHERE f.app_id = a.id AND NOT f.archived) FROM apps a")
+
+# ------------------------------------------------------------------------------------------------ locks
+
+#: Transaction-scoped advisory locks on names (a concurrency key, a flow-control key, a debounce key),
+#: taken in the order given (callers sort them) so two transactions never wait on each other's set.
+LOCK_NAMES = ("SELECT count(pg_advisory_xact_lock(hashtextextended(n, 0))) "
+              "FROM (SELECT n FROM unnest($1::text[]) WITH ORDINALITY AS t(n, i) ORDER BY i) s")
+
+# ------------------------------------------------------------------------------------------------ apps
+
+APP_BY_NAME = f"{_APP_SELECT} WHERE a.name = $1"
+APPS = f"{_APP_SELECT} ORDER BY a.name"
+APP_CHECKSUM_FOR_UPDATE = "SELECT id, checksum FROM apps WHERE name = $1 FOR UPDATE"
+UPSERT_APP = (
+    "INSERT INTO apps (id, name, url, sdk, framework, checksum, synced_at, error) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, NULL) ON CONFLICT (name) DO UPDATE SET url = excluded.url, "
+    "sdk = excluded.sdk, framework = excluded.framework, checksum = excluded.checksum, "
+    "synced_at = excluded.synced_at, error = NULL")
+ARCHIVE_FUNCTIONS = "UPDATE functions SET archived = TRUE, updated_at = $1 WHERE app_id = $2"
+UPSERT_FUNCTION = (
+    "INSERT INTO functions (slug, app_id, name, config, url, archived, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, FALSE, $6) ON CONFLICT (slug) DO UPDATE SET app_id = excluded.app_id, "
+    "name = excluded.name, config = excluded.config, url = excluded.url, archived = FALSE, "
+    "updated_at = excluded.updated_at")
+DELETE_APP_CRONS = ("DELETE FROM queue WHERE kind = 'cron' AND run_id IN "
+                    "(SELECT 'cron:' || slug FROM functions WHERE app_id = $1)")
+SET_APP_ERROR = "UPDATE apps SET error = $2 WHERE url = $1"
+FUNCTIONS = f"SELECT {FUNCTION_COLS} FROM functions WHERE NOT archived ORDER BY slug"
+FUNCTION = f"SELECT {FUNCTION_COLS} FROM functions WHERE slug = $1"
+
+# ------------------------------------------------------------------------------------------------ events
+
+INSERT_EVENT = ('INSERT INTO events (internal_id, id, name, data, ts, received_at, v, "user") '
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+EVENT = f"SELECT {EVENT_COLS} FROM events WHERE internal_id = $1 ORDER BY seq LIMIT 1"
+#: The first stored row of each internal id asked for (a retried send stores an id again).
+EVENTS_FIRST = (f"SELECT DISTINCT ON (internal_id) {EVENT_COLS} FROM events WHERE internal_id = ANY($1::text[]) "
+                "ORDER BY internal_id, seq")
+#: Filters are optional: a NULL parameter matches every row.
+LIST_EVENTS = (f"SELECT {EVENT_COLS} FROM events WHERE ($1::text IS NULL OR name = $1) "
+               "AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3")
+
+# ------------------------------------------------------------------------------------------------ runs
+
+TAKE_RUN_KEY = (
+    "INSERT INTO run_keys (key, run_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE "
+    "SET run_id = excluded.run_id, expires_at = excluded.expires_at WHERE run_keys.expires_at <= $4")
+INSERT_RUN = (
+    "INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at, ended_at, error, "
+    "singleton_key, concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+INSERT_RUN_EVENT = "INSERT INTO run_events (event_id, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+RUN = f"SELECT {RUN_COLS} FROM runs WHERE id = $1"
+RUNS_FOR_EVENT = (f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLS.split(','))} FROM run_events re "
+                  "JOIN runs r ON r.id = re.run_id WHERE re.event_id = $1 ORDER BY r.id")
+_RUN_FILTER = "($1::text IS NULL OR function_slug = $1) AND ($2::text IS NULL OR status = $2)"
+LIST_RUNS = (f"SELECT {RUN_COLS} FROM runs WHERE {_RUN_FILTER} AND ($3::text IS NULL OR id < $3) "
+             "ORDER BY id DESC LIMIT $4")
+COUNT_RUNS = f"SELECT count(*) FROM runs WHERE {_RUN_FILTER}"
+ACTIVE_RUN_IDS = ("SELECT id FROM runs WHERE function_slug = $1 AND status IN ('QUEUED', 'RUNNING') "
+                  "AND ($2::bigint IS NULL OR created_at >= $2) AND ($3::bigint IS NULL OR created_at < $3) "
+                  "ORDER BY id LIMIT $4")
+RUN_CONCURRENCY = "SELECT concurrency FROM runs WHERE id = $1"
+RUN_FOR_UPDATE = "SELECT status, stack FROM runs WHERE id = $1 FOR UPDATE"
+RUN_FUNCTION_EVENTS = "SELECT function_slug, event_ids FROM runs WHERE id = $1"
+MARK_RUNNING = "UPDATE runs SET status = 'RUNNING', started_at = $2 WHERE id = $1 AND status = 'QUEUED'"
+MARK_RUNS_RUNNING = ("UPDATE runs SET status = 'RUNNING', started_at = $2 WHERE id = ANY($1::text[]) "
+                     "AND status = 'QUEUED'")
+FINISH_RUN = "UPDATE runs SET status = $2, output = $3, ended_at = $4, error = $5 WHERE id = $1"
+SET_STACK = "UPDATE runs SET stack = $2 WHERE id = $1"
+SET_FORCE_STEP_PLAN = "UPDATE runs SET force_step_plan = $2 WHERE id = $1"
+END_PARALLEL = "UPDATE runs SET force_step_plan = FALSE WHERE id = $1 AND force_step_plan"
+ACTIVE_SINGLETON = "SELECT id FROM runs WHERE singleton_key = $1 AND status IN ('QUEUED', 'RUNNING') LIMIT 1"
+
+# ------------------------------------------------------------------------------------------------ steps
+
+STEPS = f"SELECT {STEP_COLS} FROM steps WHERE run_id = $1 ORDER BY seq"
+INSERT_STEP = (f"INSERT INTO steps ({STEP_COLS}, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+               "ON CONFLICT DO NOTHING")
+COMPLETE_WAITING_STEP = ("UPDATE steps SET status = $3, memo = $4, ended_at = $5 WHERE run_id = $1 AND hash = $2 "
+                         "AND status = 'waiting'")
+STEP_EXISTS = "SELECT 1 FROM steps WHERE run_id = $1 AND hash = $2"
+#: A sleep is in the memo only once it is over; before that the SDK must still see it pending.
+MEMO = ("SELECT hash, memo FROM steps WHERE run_id = $1 AND (status IN ('completed', 'failed') "
+        "OR (status = 'sleeping' AND ended_at <= $2))")
+
+# ------------------------------------------------------------------------------------------------ the queue
+
+#: Due calls nobody holds, in priority order; rows another transaction is claiming are skipped.
+DUE_SKIP_LOCKED = (f"SELECT {QUEUE_COLS} FROM queue WHERE lease_owner IS NULL AND NOT blocked AND due_at <= $1 "
+                   "ORDER BY due_at - priority, id LIMIT $2 FOR UPDATE SKIP LOCKED")
+EXPIRED_SKIP_LOCKED = (f"SELECT {QUEUE_COLS} FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= $1 "
+                       "ORDER BY lease_until, id LIMIT $2 FOR UPDATE SKIP LOCKED")
+LEASE = "UPDATE queue SET lease_owner = $2, lease_until = $3 WHERE id = ANY($1::bigint[])"
+NEXT_DUE_AT = ("SELECT min(t) FROM (SELECT min(due_at) AS t FROM queue WHERE lease_owner IS NULL AND NOT blocked "
+               "UNION ALL SELECT min(lease_until) FROM queue WHERE lease_owner IS NOT NULL) s")
+UNBLOCK_ALL = "UPDATE queue SET blocked = FALSE WHERE blocked"
+RELEASE_ALL = "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL"
+RELEASE_OWNER = "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1"
+HELD_FOR_UPDATE = "SELECT 1 FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE"
+DELETE_HELD = "DELETE FROM queue WHERE id = $1 AND lease_owner = $2"
+DELETE_ITEM = "DELETE FROM queue WHERE id = $1"
+INSERT_ITEM = ("INSERT INTO queue (run_id, target, attempt, due_at, kind, payload) VALUES ($1, $2, 0, $3, $4, $5) "
+               "ON CONFLICT DO NOTHING")
+INSERT_FIRST_CALL = ("INSERT INTO queue (run_id, target, attempt, due_at, priority) VALUES ($1, $2, 0, $3, $4) "
+                     "RETURNING id")
+INSERT_CALL = ("INSERT INTO queue (run_id, target, attempt, due_at, lease_owner, lease_until, payload) "
+               "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id")
+INSERT_TIMEOUT = "INSERT INTO queue (run_id, target, attempt, due_at, kind, payload) VALUES ($1, '', 0, $2, 'timeout', $3)"
+DELETE_TIMEOUT = "DELETE FROM queue WHERE run_id = $1 AND kind = 'timeout' AND payload = $2"
+RETRY_ITEM = ("UPDATE queue SET attempt = attempt + 1, due_at = $2, lease_owner = NULL, lease_until = NULL, "
+              "last_error = $3 WHERE id = $1")
+DELETE_RUN_ITEMS = "DELETE FROM queue WHERE run_id = $1 AND id != $2 AND kind != 'emit'"
+#: Is a call to `target` queued (for discovery: queued and not started)? `$4` limits it to unleased ones.
+CALL_QUEUED = ("SELECT 1 FROM queue WHERE run_id = $1 AND kind = 'call' AND target = $2 AND id != $3 "
+               "AND (NOT $4::boolean OR lease_owner IS NULL) LIMIT 1")
+#: Other work in progress for the run: a targeted call or a wait/invoke pause.
+RUN_BUSY = ("SELECT 1 FROM queue WHERE run_id = $1 AND kind = 'call' AND id != $2 AND target != $3 "
+            "UNION ALL SELECT 1 FROM pauses WHERE run_id = $1 AND kind != 'cancel' LIMIT 1")
+MOVE_TIMER = "UPDATE queue SET due_at = $3 WHERE kind = $1 AND run_id = $2"
+REARM_TIMER = "UPDATE queue SET due_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1"
+DELETE_TIMER = "DELETE FROM queue WHERE kind = $1 AND run_id = $2"
+
+# ------------------------------------------------------------------------------------------------ concurrency
+
+ITEM_KEYS = "SELECT key, lim FROM item_keys WHERE item_id = $1"
+ITEMS_KEYS = "SELECT key, item_id, lim FROM item_keys WHERE item_id = ANY($1::bigint[])"
+ADD_ITEM_KEY = "INSERT INTO item_keys (key, item_id, lim) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+IN_FLIGHT = ("SELECT count(*) FROM item_keys k JOIN queue q ON q.id = k.item_id WHERE k.key = $1 "
+             "AND q.lease_owner IS NOT NULL AND q.id != $2")
+BLOCK = "UPDATE queue SET blocked = TRUE WHERE id = ANY($1::bigint[])"
+#: Unblock up to `$2` blocked calls of key `$1` whose other keys all have room, in queue order.
+UNBLOCK = (
+    "UPDATE queue SET blocked = FALSE WHERE id IN (SELECT q.id FROM item_keys k JOIN queue q ON "
+    "q.id = k.item_id WHERE k.key = $1 AND q.blocked AND NOT EXISTS (SELECT 1 FROM item_keys o "
+    "WHERE o.item_id = q.id AND o.key != k.key AND (SELECT count(*) FROM item_keys f JOIN queue fq "
+    "ON fq.id = f.item_id WHERE f.key = o.key AND fq.lease_owner IS NOT NULL) >= o.lim) "
+    "ORDER BY q.due_at - q.priority, q.id LIMIT $2)")
+
+# ------------------------------------------------------------------------------------------------ pauses
+
+INSERT_PAUSE = f"INSERT INTO pauses ({PAUSE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+DELETE_PAUSE = "DELETE FROM pauses WHERE id = $1"
+DELETE_RUN_PAUSES = "DELETE FROM pauses WHERE run_id = $1"
+PAUSE = f"SELECT {PAUSE_COLS} FROM pauses WHERE id = $1"
+RUN_PAUSES = f"SELECT {PAUSE_COLS} FROM pauses WHERE run_id = $1 ORDER BY created_at, id"
+PAUSE_INDEX_PATHS = "SELECT DISTINCT index_path FROM pauses WHERE event_name = $1 AND index_path IS NOT NULL"
+#: Unindexed pauses for the event, and those whose (path, value) is one of the pairs `$2`/`$3`.
+FIND_PAUSES = (f"SELECT {PAUSE_COLS} FROM pauses WHERE event_name = $1 AND (index_path IS NULL OR "
+               "(index_path, index_value) IN (SELECT * FROM unnest($2::text[], $3::text[]))) "
+               "ORDER BY created_at, id")
+
+# ------------------------------------------------------------------------------------------------ flow control
+
+FLOW_STATE_FOR_UPDATE = "SELECT state FROM flow_state WHERE key = $1 FOR UPDATE"
+SAVE_FLOW_STATE = ("INSERT INTO flow_state (key, state, expires_at) VALUES ($1, $2, $3) ON CONFLICT (key) "
+                   "DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at")
+DEBOUNCE = "SELECT function_slug, event_id, first_seen, fire_at FROM debounces WHERE key = $1"
+DEBOUNCE_FOR_UPDATE = DEBOUNCE + " FOR UPDATE"
+SAVE_DEBOUNCE = (
+    "INSERT INTO debounces (key, function_slug, event_id, first_seen, fire_at) VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, first_seen = excluded.first_seen, "
+    "fire_at = excluded.fire_at")
+DELETE_DEBOUNCE = "DELETE FROM debounces WHERE key = $1"
+BATCH = "SELECT function_slug, event_ids, first_at, fire_at FROM batches WHERE key = $1"
+BATCH_FOR_UPDATE = BATCH + " FOR UPDATE"
+SAVE_BATCH = (
+    "INSERT INTO batches (key, function_slug, event_ids, first_at, fire_at) VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (key) DO UPDATE SET event_ids = excluded.event_ids")
+DELETE_BATCH = "DELETE FROM batches WHERE key = $1"

@@ -1,0 +1,202 @@
+"""Runs inside a PostgreSQL transaction: creating them and applying the engine's commands to them.
+
+Every helper here runs inside the caller's transaction and takes its connection (`_txn` suffix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ratchet import protocol
+from ratchet.server.engine import lifecycle
+from ratchet.server.store import base
+from ratchet.server.store.postgres import queries as q
+from ratchet.server.store.postgres.connection import Conn, lock_names_txn
+from ratchet.server.store.postgres.rows import dumps, event_row, status_count
+
+Keys = list[tuple[str, int]]
+
+
+def key_lock(key: str) -> str:
+    """The advisory-lock name of a concurrency key."""
+    return "concurrency:" + key
+
+
+class RunsMixin:
+    """Run creation and `apply`'s command loop (`PostgresStore` mixes it in with `FlowMixin`)."""
+
+    if TYPE_CHECKING:
+        async def _flow_txn(self, conn: Conn, run: base.NewRun, fl: base.RunFlow, now: int
+                            ) -> tuple[str | None, int]: ...
+        async def _in_flight_txn(self, conn: Conn, key: str, *, excluding: int = -1) -> int: ...
+        async def _unblock_txn(self, conn: Conn, keys: Iterable[tuple[str, int]]) -> int: ...
+
+    # ------------------------------------------------------------------------------ creating runs
+
+    async def _create_run_txn(self, conn: Conn, run: base.NewRun, now: int) -> None:
+        fl = run.flow or base.RunFlow()
+        skipped, due_at = await self._flow_txn(conn, run, fl, now)
+        status = protocol.RunStatus.SKIPPED if skipped else protocol.RunStatus.QUEUED
+        await conn.execute(
+            q.INSERT_RUN, run.id, run.function_slug, run.app_id, status.value, dumps(list(run.event_ids)), now,
+            now if skipped else None, skipped, None if fl.singleton is None else fl.singleton[0],
+            dumps([list(k) for k in fl.concurrency]) if fl.concurrency else None)
+        await conn.executemany(q.INSERT_RUN_EVENT, [(eid, run.id) for eid in run.event_ids])
+        if skipped:
+            await self._skipped_txn(conn, run, skipped, now)
+            return
+        item_id = await conn.fetchval(q.INSERT_FIRST_CALL, run.id, protocol.DISCOVERY_STEP_ID, due_at,
+                                      fl.priority_ms)
+        await self._add_keys_txn(conn, item_id, [(k, lim) for k, lim in fl.concurrency])
+        for pause in run.pauses:
+            await self._insert_pause_txn(conn, pause)
+        await self._insert_items_txn(conn, run.timers)
+
+    async def _skipped_txn(self, conn: Conn, run: base.NewRun, reason: str, now: int) -> None:
+        """A skipped run that was invoked still answers its caller: `function.finished` with an error."""
+        events = [e.wire() for e in await self._events_txn(conn, run.event_ids)]
+        if not events or not lifecycle.invoke_meta(events[0]).get("correlation_id"):
+            return
+        ended = lifecycle.run_ended_events(run_id=run.id, function_slug=run.function_slug, events=events,
+                                           status=protocol.RunStatus.SKIPPED,
+                                           output={"name": "FunctionSkipped", "message": reason})
+        await self._insert_items_txn(conn, [base.NewItem(base.ItemKind.EMIT, run.id, now, list(ended))])
+
+    async def _insert_items_txn(self, conn: Conn, items: Iterable[base.NewItem]) -> None:
+        rows = [(i.run_id, i.target, i.due_at, i.kind, None if i.payload is None else dumps(i.payload))
+                for i in items]
+        if rows:
+            await conn.executemany(q.INSERT_ITEM, rows)
+
+    async def _insert_pause_txn(self, conn: Conn, p: base.PauseRecord) -> None:
+        await conn.execute(q.INSERT_PAUSE, p.id, p.run_id, p.kind.value, p.step_hash, p.step_name, p.event_name,
+                           p.expression, p.index_path, p.index_value, p.created_at, p.expires_at)
+        if p.expires_at is not None:
+            await conn.execute(q.INSERT_TIMEOUT, p.run_id, p.expires_at, dumps(p.id))
+
+    async def _events_txn(self, conn: Conn, internal_ids: Sequence[str]) -> list[base.EventRecord]:
+        """The events in the order asked (the first stored row of each id), missing ones left out."""
+        if not internal_ids:
+            return []
+        found = {r[0]: event_row(r) for r in await conn.fetch(q.EVENTS_FIRST, list(internal_ids))}
+        return [found[eid] for eid in internal_ids if eid in found]
+
+    async def _add_keys_txn(self, conn: Conn, item_id: int, keys: Sequence[tuple[str, int]]) -> None:
+        if keys:
+            await conn.executemany(q.ADD_ITEM_KEY, [(k, item_id, lim) for k, lim in keys])
+
+    async def _run_keys_txn(self, conn: Conn, run_id: str) -> Keys:
+        """The run's concurrency keys (set when it is created, never changed: read without a lock)."""
+        text = await conn.fetchval(q.RUN_CONCURRENCY, run_id)
+        return [(k, int(lim)) for k, lim in orjson.loads(text)] if text else []
+
+    # ------------------------------------------------------------------------------ applying commands
+
+    async def _lock_run_txn(self, conn: Conn, run_id: str, extra_keys: Iterable[tuple[str, int]] = ()
+                            ) -> tuple[Any, Keys]:
+        """Lock the run's concurrency keys (and `extra_keys`), then its row: the order every writer uses.
+        Returns the locked `(status, stack)` row (None if there is no such run) and the run's keys."""
+        keys = await self._run_keys_txn(conn, run_id)
+        await lock_names_txn(conn, [key_lock(k) for k, _ in (*keys, *extra_keys)])
+        return await conn.fetchrow(q.RUN_FOR_UPDATE, run_id), keys
+
+    async def _apply_run_txn(self, conn: Conn, run_id: str, commands: Sequence[base.Command], now: int, *,
+                             owner: str | None, lease_ms: int, item_id: int | None,
+                             extra_keys: Iterable[tuple[str, int]] = ()) -> base.Applied:
+        """Apply `commands` to a run that has not ended. `item_id` is the queue item being handled, if
+        any (kept out of "other work in progress"); `owner` leases calls due now back to the caller.
+        `extra_keys` (the item's concurrency keys) are locked together with the run's."""
+        row, keys = await self._lock_run_txn(conn, run_id, extra_keys)
+        if row is None or protocol.RunStatus(row[0]).is_terminal:
+            return base.Applied(accepted=False)
+        stack: list[str] = orjson.loads(row[1])
+        stack_changed = False
+        ready: list[base.QueueItem] = []
+        future = False
+        finished = False
+        this = -1 if item_id is None else item_id
+        for cmd in commands:
+            if isinstance(cmd, base.ConsumePause):
+                if status_count(await conn.execute(q.DELETE_PAUSE, cmd.pause_id)) == 0:
+                    return base.Applied(accepted=False)  # resolved already: first one wins
+                await conn.execute(q.DELETE_TIMEOUT, run_id, dumps(cmd.pause_id))
+            elif isinstance(cmd, base.SaveStep):
+                # A step recorded once is never recorded again: the first result wins.
+                inserted = status_count(await conn.execute(
+                    q.INSERT_STEP, run_id, cmd.hash, cmd.name, cmd.op, cmd.status.value, dumps(cmd.memo),
+                    cmd.started_at, cmd.ended_at, cmd.attempts, len(stack)))
+                if inserted:
+                    stack.append(cmd.hash)
+                    stack_changed = True
+                elif cmd.status != base.StepStatus.WAITING:
+                    # A wait/invoke step row is created WAITING and completed here when it resolves.
+                    await conn.execute(q.COMPLETE_WAITING_STEP, run_id, cmd.hash, cmd.status.value,
+                                       dumps(cmd.memo), cmd.ended_at)
+            elif isinstance(cmd, base.Enqueue):
+                enqueued = await self._enqueue_txn(conn, run_id, cmd, now, keys, owner=owner, lease_ms=lease_ms,
+                                                   this=this)
+                if enqueued is not None:
+                    ready.append(enqueued)
+                else:
+                    future = True  # a later call, or one the scheduler must admit (concurrency)
+            elif isinstance(cmd, base.RetryItem):
+                await conn.execute(q.RETRY_ITEM, this, cmd.due_at, None if cmd.error is None else dumps(cmd.error))
+                future = True
+            elif isinstance(cmd, base.FinishRun):
+                await conn.execute(q.FINISH_RUN, run_id, cmd.status.value, dumps(cmd.output), now, cmd.error)
+                await conn.execute(q.DELETE_RUN_ITEMS, run_id, this)
+                await conn.execute(q.DELETE_RUN_PAUSES, run_id)
+                finished = True
+            elif isinstance(cmd, base.SetForceStepPlan):
+                await conn.execute(q.SET_FORCE_STEP_PLAN, run_id, cmd.value)
+            elif isinstance(cmd, base.CreatePause):
+                await self._insert_pause_txn(conn, cmd.pause)
+                future = future or cmd.pause.expires_at is not None
+            elif isinstance(cmd, base.Emit):
+                await self._insert_items_txn(conn, [base.NewItem(base.ItemKind.EMIT, run_id, now, list(cmd.events))])
+                future = True  # the scheduler picks the outbox up
+        if stack_changed:
+            await conn.execute(q.SET_STACK, run_id, dumps(stack))
+        if finished and await self._unblock_txn(conn, keys):
+            future = True  # calls of the ended run in flight gave their slots back
+        return base.Applied(accepted=True, ready=tuple(ready), enqueued_future=future)
+
+    async def _enqueue_txn(self, conn: Conn, run_id: str, cmd: base.Enqueue, now: int, keys: Keys, *,
+                           owner: str | None, lease_ms: int, this: int) -> base.QueueItem | None:
+        """Queue a call unless it is queued already (or, `when_idle`, other work is in progress).
+
+        Returns the item when it is due now and leased to `owner`, so the caller runs it at once.
+        """
+        # A step call is not queued while one for the same step is queued or running. A discovery call is
+        # not queued while another one waits to start; one that is already running may have loaded the
+        # run before this change, so another is needed after it.
+        discovery = cmd.target == protocol.DISCOVERY_STEP_ID
+        if await conn.fetchval(q.CALL_QUEUED, run_id, cmd.target, this, discovery):
+            return None
+        if not discovery and await conn.fetchval(q.STEP_EXISTS, run_id, cmd.target):
+            return None  # a step re-planned after it finished (race mode) is not run again
+        if cmd.when_idle:
+            if await conn.fetchval(q.RUN_BUSY, run_id, this, protocol.DISCOVERY_STEP_ID):
+                return None
+            if cmd.end_parallel:
+                await conn.execute(q.END_PARALLEL, run_id)
+        payload = dumps({"race": True}) if cmd.race else None
+        # Run it at once only if every concurrency key has room (the call being finished, `this`, is
+        # about to give its slot back); otherwise the scheduler admits it when there is room. The keys
+        # are locked (`_lock_run_txn`), so the counts hold until the commit.
+        if owner is not None and cmd.due_at <= now and all(
+                [await self._in_flight_txn(conn, k, excluding=this) < lim for k, lim in keys]):
+            until = now + lease_ms
+            item_id = await conn.fetchval(q.INSERT_CALL, run_id, cmd.target, cmd.attempt, cmd.due_at, owner, until,
+                                          payload)
+            await self._add_keys_txn(conn, item_id, keys)
+            return base.QueueItem(id=item_id, run_id=run_id, target=cmd.target, attempt=cmd.attempt,
+                                  due_at=cmd.due_at, lease_owner=owner, lease_until=until,
+                                  payload=None if payload is None else {"race": True})
+        item_id = await conn.fetchval(q.INSERT_CALL, run_id, cmd.target, cmd.attempt, cmd.due_at, None, None, payload)
+        await self._add_keys_txn(conn, item_id, keys)
+        return None
+

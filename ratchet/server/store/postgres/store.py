@@ -1,0 +1,265 @@
+"""`PostgresStore`: `base.Store` on PostgreSQL through an asyncpg pool.
+
+Each public write method is one transaction (`Pool.run`); reads of one statement run on their own.
+The locking scheme is described in `connection.py`; the decisions are the engine's pure functions
+(`engine.flow`, `engine.lifecycle`), called inside the transaction exactly as the SQLite backend does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from ratchet import protocol
+from ratchet.server.store import base
+from ratchet.server.store.postgres import queries as q
+from ratchet.server.store.postgres.connection import Conn, Pool
+from ratchet.server.store.postgres.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
+from ratchet.server.store.postgres.rows import (
+    IDEMPOTENCY_MS,
+    app_row,
+    dumps,
+    event_row,
+    function_row,
+    item_row,
+    loads,
+    pause_row,
+    run_row,
+    status_count,
+    step_row,
+)
+from ratchet.server.store.postgres.runs import RunsMixin
+
+
+class PostgresStore(FlowMixin, RunsMixin):
+    """`base.Store` on PostgreSQL. Construct, then `await start()` (or use `PostgresStore.connect`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._pool = Pool(url)
+
+    @classmethod
+    async def connect(cls, url: str) -> PostgresStore:
+        store = cls(url)
+        await store.start()
+        return store
+
+    async def start(self) -> None:
+        """Open the pool and apply the migrations not yet applied."""
+        await self._pool.open()
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    # ------------------------------------------------------------------------------ apps and functions
+
+    async def sync_app(self, app: base.AppRecord, functions: list[base.FunctionRecord],
+                       crons: Sequence[base.NewItem] = ()) -> tuple[base.AppRecord, bool]:
+        async def body(conn: Conn) -> tuple[base.AppRecord, bool]:
+            row = await conn.fetchrow(q.APP_CHECKSUM_FOR_UPDATE, app.name)
+            app_id = row[0] if row else app.id
+            changed = row is None or row[1] != app.checksum
+            await conn.execute(q.UPSERT_APP, app_id, app.name, app.url, app.sdk, app.framework, app.checksum,
+                               app.synced_at)
+            if changed:
+                await conn.execute(q.ARCHIVE_FUNCTIONS, app.synced_at, app_id)
+                await conn.executemany(q.UPSERT_FUNCTION, [
+                    (fn.slug, app_id, fn.name, fn.config.model_dump_json(by_alias=True, exclude_none=True), fn.url,
+                     app.synced_at) for fn in functions])
+                # The app's schedules are exactly `crons` now; a changed schedule replaces its tick.
+                await conn.execute(q.DELETE_APP_CRONS, app_id)
+                await self._insert_items_txn(conn, crons)
+            stored = await conn.fetchrow(q.APP_BY_NAME, app.name)
+            assert stored is not None
+            return app_row(stored), changed
+
+        return await self._pool.run(body)
+
+    async def set_app_error(self, url: str, error: str | None) -> None:
+        await self._pool.run(lambda conn: conn.execute(q.SET_APP_ERROR, url, error))
+
+    async def list_apps(self) -> list[base.AppRecord]:
+        return [app_row(r) for r in await self._pool.fetch(q.APPS)]
+
+    async def list_functions(self) -> list[base.FunctionRecord]:
+        return [function_row(r) for r in await self._pool.fetch(q.FUNCTIONS)]
+
+    async def get_function(self, slug: str) -> base.FunctionRecord | None:
+        row = await self._pool.fetchrow(q.FUNCTION, slug)
+        return function_row(row) if row else None
+
+    # ------------------------------------------------------------------------------ events and runs
+
+    async def ingest(self, events: list[base.EventRecord], runs: list[base.NewRun], now: int, *,
+                     resumes: Sequence[base.Resume] = (), items: Sequence[base.NewItem] = (),
+                     done: tuple[base.QueueItem, str] | None = None) -> list[str]:
+        async def body(conn: Conn) -> list[str]:
+            if done is not None:
+                item, owner = done
+                if status_count(await conn.execute(q.DELETE_HELD, item.id, owner)) == 0:
+                    return []  # no longer ours: whoever holds it now does this work
+            if events:
+                await conn.executemany(q.INSERT_EVENT, [
+                    (e.internal_id, e.id, e.name, dumps(e.data), e.ts, e.received_at, e.v,
+                     None if e.user is None else dumps(e.user)) for e in events])
+            created: list[str] = []
+            for run in runs:
+                if run.idempotency_key is not None:
+                    # Take the key unless a live (unexpired) run holds it.
+                    key = run.idempotency_key.encode()  # BYTEA: engine keys hold NUL separators
+                    taken = await conn.execute(q.TAKE_RUN_KEY, key, run.id, now + IDEMPOTENCY_MS, now)
+                    if status_count(taken) == 0:
+                        continue
+                if run.flow is not None and (run.flow.debounce or run.flow.batch):
+                    start = await self._collect_txn(conn, run, now)  # waits for more events, or starts full
+                    if start is None:
+                        continue
+                    run = start
+                await self._create_run_txn(conn, run, now)
+                created.append(run.id)
+            for resume in resumes:
+                await self._apply_run_txn(conn, resume.run_id, resume.commands, now, owner=None, lease_ms=0,
+                                          item_id=None)
+            await self._insert_items_txn(conn, items)
+            return created
+
+        return await self._pool.run(body)
+
+    async def get_event(self, internal_id: str) -> base.EventRecord | None:
+        row = await self._pool.fetchrow(q.EVENT, internal_id)
+        return event_row(row) if row else None
+
+    async def get_events(self, internal_ids: Sequence[str]) -> list[base.EventRecord]:
+        return await self._pool.run(lambda conn: self._events_txn(conn, internal_ids), readonly=True)
+
+    async def list_events(self, *, name: str | None, limit: int, before: int | None = None
+                          ) -> list[base.EventRecord]:
+        return [event_row(r) for r in await self._pool.fetch(q.LIST_EVENTS, name, before, limit)]
+
+    async def runs_for_event(self, internal_id: str) -> list[base.RunRecord]:
+        return [run_row(r) for r in await self._pool.fetch(q.RUNS_FOR_EVENT, internal_id)]
+
+    async def get_run(self, run_id: str) -> base.RunRecord | None:
+        row = await self._pool.fetchrow(q.RUN, run_id)
+        return run_row(row) if row else None
+
+    async def list_runs(self, *, function_slug: str | None = None, status: str | None = None,
+                        limit: int = 50, before: str | None = None) -> list[base.RunRecord]:
+        return [run_row(r) for r in await self._pool.fetch(q.LIST_RUNS, function_slug, status, before, limit)]
+
+    async def count_runs(self, *, function_slug: str | None = None, status: str | None = None) -> int:
+        row = await self._pool.fetchrow(q.COUNT_RUNS, function_slug, status)
+        return int(row[0]) if row else 0
+
+    async def get_steps(self, run_id: str) -> list[base.StepRecord]:
+        return [step_row(r) for r in await self._pool.fetch(q.STEPS, run_id)]
+
+    async def load_run_state(self, run_id: str, now: int) -> base.RunState | None:
+        # One read-only REPEATABLE READ transaction: the run, its events and its memo are one snapshot.
+        async def body(conn: Conn) -> base.RunState | None:
+            row = await conn.fetchrow(q.RUN, run_id)
+            if row is None:
+                return None
+            run = run_row(row)
+            fn_row = await conn.fetchrow(q.FUNCTION, run.function_slug)
+            events = await self._events_txn(conn, run.event_ids)
+            memo = {h: loads(m) for h, m in await conn.fetch(q.MEMO, run_id, now)}
+            return base.RunState(run=run, function=function_row(fn_row) if fn_row else None, events=tuple(events),
+                                 memo=memo)
+
+        return await self._pool.run(body, readonly=True)
+
+    async def mark_running(self, run_id: str, now: int) -> None:
+        await self._pool.run(lambda conn: conn.execute(q.MARK_RUNNING, run_id, now))
+
+    # ------------------------------------------------------------------------------ queue
+
+    async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int) -> list[base.QueueItem]:
+        async def body(conn: Conn) -> list[base.QueueItem]:
+            # Rows other claimers hold are skipped, not waited for: several servers split the due items.
+            rows = await self._admit_txn(conn, list(await conn.fetch(
+                q.DUE_SKIP_LOCKED, now, limit * CANDIDATES_PER_CLAIM)), limit)
+            if len(rows) < limit:
+                rows += await conn.fetch(q.EXPIRED_SKIP_LOCKED, now, limit - len(rows))
+            if not rows:
+                return []
+            until = now + lease_ms
+            await conn.execute(q.LEASE, [r[0] for r in rows], owner, until)
+            # A claimed run is running from now on (saves the executor a separate write).
+            calls = sorted({r[1] for r in rows if r[7] == base.ItemKind.CALL})
+            if calls:
+                await conn.execute(q.MARK_RUNS_RUNNING, calls, now)
+            return [dataclasses.replace(item_row(r), lease_owner=owner, lease_until=until) for r in rows]
+
+        return await self._pool.run(body)
+
+    async def next_due_at(self) -> int | None:
+        row = await self._pool.fetchrow(q.NEXT_DUE_AT)
+        return row[0] if row else None
+
+    async def release_leases(self, owner: str | None = None) -> int:
+        async def body(conn: Conn) -> int:
+            if owner is None:
+                await conn.execute(q.UNBLOCK_ALL)  # every slot is free again
+                return status_count(await conn.execute(q.RELEASE_ALL))
+            return status_count(await conn.execute(q.RELEASE_OWNER, owner))
+
+        return await self._pool.run(body)
+
+    # ------------------------------------------------------------------------------ pauses
+
+    async def pause_index_paths(self, event_name: str) -> list[str]:
+        return [r[0] for r in await self._pool.fetch(q.PAUSE_INDEX_PATHS, event_name)]
+
+    async def find_pauses(self, event_name: str, keys: list[tuple[str, str]]) -> list[base.PauseRecord]:
+        rows = await self._pool.fetch(q.FIND_PAUSES, event_name, [p for p, _ in keys], [v for _, v in keys])
+        return [pause_row(r) for r in rows]
+
+    async def get_pause(self, pause_id: str) -> base.PauseRecord | None:
+        row = await self._pool.fetchrow(q.PAUSE, pause_id)
+        return pause_row(row) if row else None
+
+    async def pauses_for_run(self, run_id: str) -> list[base.PauseRecord]:
+        return [pause_row(r) for r in await self._pool.fetch(q.RUN_PAUSES, run_id)]
+
+    async def active_run_ids(self, function_slug: str, *, created_from: int | None = None,
+                             created_to: int | None = None, limit: int = 1000) -> list[str]:
+        rows = await self._pool.fetch(q.ACTIVE_RUN_IDS, function_slug, created_from, created_to, limit)
+        return [r[0] for r in rows]
+
+    async def cancel_runs(self, run_ids: Sequence[str], reason: str, now: int,
+                          emits: Mapping[str, base.Emit]) -> list[str]:
+        async def body(conn: Conn) -> list[str]:
+            cancelled = []
+            for run_id in run_ids:
+                finish = base.FinishRun(protocol.RunStatus.CANCELLED, {"name": "FunctionCancelled",
+                                                                       "message": reason}, error=reason)
+                emit = emits.get(run_id)
+                commands: tuple[base.Command, ...] = (finish,) if emit is None else (finish, emit)
+                applied = await self._apply_run_txn(conn, run_id, commands, now, owner=None, lease_ms=0, item_id=None)
+                if applied.accepted:
+                    cancelled.append(run_id)
+            return cancelled
+
+        return await self._pool.run(body)
+
+    # ------------------------------------------------------------------------------ applying decisions
+
+    async def apply(self, item: base.QueueItem, owner: str, commands: list[base.Command], now: int,
+                    lease_ms: int) -> base.Applied:
+        async def body(conn: Conn) -> base.Applied:
+            # The held item first (a claimer taking over its expired lease skips it while we hold it).
+            if not await conn.fetchval(q.HELD_FOR_UPDATE, item.id, owner):
+                return base.Applied(accepted=False)
+            keys = [(k, lim) for k, lim in await conn.fetch(q.ITEM_KEYS, item.id)]
+            # The item's keys are locked with the run's, before the run row.
+            result = await self._apply_run_txn(conn, item.run_id, commands, now, owner=owner, lease_ms=lease_ms,
+                                               item_id=item.id, extra_keys=keys)
+            if not any(isinstance(c, base.RetryItem) for c in commands) or not result.accepted:
+                await conn.execute(q.DELETE_ITEM, item.id)
+            # This call no longer holds its concurrency slots (unless a follow-up took them over).
+            if keys and await self._unblock_txn(conn, keys):
+                result = dataclasses.replace(result, enqueued_future=True)
+            return result
+
+        return await self._pool.run(body)
