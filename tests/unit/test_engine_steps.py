@@ -180,6 +180,17 @@ def test_unsupported_opcode_fails_the_run_with_its_name() -> None:
     assert isinstance(out[0], base.FinishRun) and "AIGateway" in out[0].output["message"]
 
 
+def test_run_complete_records_the_steps_before_it_and_completes_with_its_data() -> None:
+    # The TS SDK's reply when checkpointing could not reach the server: buffered steps, then RunComplete.
+    done = {"op": "RunComplete", "id": protocol.step_hash("complete"), "data": {"b": "AB"}}
+    out = decide(call(), reply(206, [op("StepRun", data="A"), done]))
+    assert out == [
+        base.SaveStep(A, "a", "StepRun", base.StepStatus.COMPLETED, {"data": "A"}, NOW - 5, NOW, 1),
+        base.FinishRun(protocol.RunStatus.COMPLETED, {"b": "AB"}),
+    ]
+    assert decide(call(), reply(206, [done])) == [base.FinishRun(protocol.RunStatus.COMPLETED, {"b": "AB"})]
+
+
 def test_step_limit_fails_the_run() -> None:
     out = decide(call(step_count=steps.MAX_STEPS_PER_RUN), reply(206, [op("StepRun", data=1)]))
     assert out[0] == base.FinishRun(protocol.RunStatus.FAILED,

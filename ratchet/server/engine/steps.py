@@ -198,6 +198,11 @@ def _on_ops(call: Call, ops: list[protocol.GeneratorOpcode], *, now: int, policy
             commands += waits.wait_for_event(call, op, now)
         elif kind == protocol.Opcode.INVOKE_FUNCTION:
             commands += waits.invoke(call, op, now)
+        elif kind == protocol.Opcode.RUN_COMPLETE:
+            # The TS SDK ends a reply with this op instead of a 200 when it checkpoints: the steps before it
+            # are recorded, then the run completes with `data` as its output. Nothing after it counts.
+            commands.append(base.FinishRun(protocol.RunStatus.COMPLETED, op.data))
+            return commands
         else:
             return _fail_run("UnsupportedOpcode", f"opcode {kind!r} is not supported by this server")
     if planned and (planned > 1 or len(ops) > 1):
