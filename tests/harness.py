@@ -241,6 +241,45 @@ class AppProcess(_Process):
         return self
 
 
+class NodeAppProcess(_Process):
+    """A Node app (`node <script>`) listening on `$PORT`, e.g. one on the official `inngest` npm package.
+
+    `url` is its main serve URL; `url_for(path)` gives others on the same port.
+    """
+
+    name = "node app"
+
+    def __init__(self, script: Path, log_path: Path, *, env: Mapping[str, str] | None = None,
+                 port: int | None = None, serve_path: str = "/api/inngest", node: str = "node") -> None:
+        super().__init__(log_path)
+        self.script = Path(script)
+        self.env = dict(env or {})
+        self.port = port or free_port()
+        self.serve_path = serve_path
+        self.node = node
+
+    def url_for(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @property
+    def url(self) -> str:
+        """The serve URL to sync (`-u`)."""
+        return self.url_for(self.serve_path)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (see `wait_ready`)."""
+        self._spawn([self.node, str(self.script)], env={**self.env, "PORT": str(self.port)}, cwd=self.script.parent)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until the SDK answers GET on the serve path (introspection)."""
+        self._wait_ready(lambda: httpx.get(self.url, timeout=1.0).status_code < 500, timeout)
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> NodeAppProcess:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+
 def sdk_env(server_url: str, **extra: str) -> dict[str, str]:
     """Environment for an official-SDK app that talks to a Ratchet server in dev mode."""
     return {"INNGEST_DEV": "1", "INNGEST_API_BASE_URL": server_url, "INNGEST_EVENT_API_BASE_URL": server_url,
