@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,8 @@ def dev(
     port: Annotated[int, typer.Option("--port", "-p", help="Port for the API and event API.")] = 8288,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     db: Annotated[Path, typer.Option("--db", help="SQLite database file.")] = Path(".ratchet") / "ratchet.db",
+    postgres_uri: Annotated[str | None, typer.Option(
+        "--postgres-uri", envvar="RATCHET_POSTGRES_URI", help="Use PostgreSQL instead of SQLite.")] = None,
     urls: Annotated[list[str] | None, typer.Option("-u", "--sdk-url",
                                                    help="URL of an app to sync at start-up (repeatable).")] = None,
     retry_interval: Annotated[float | None, typer.Option(
@@ -48,9 +51,9 @@ def dev(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
-    _check_db_free(db)
+    db_url = _db_url(db, postgres_uri)
     policy = retry.RetryPolicy(fixed_s=retry_interval) if retry_interval is not None else retry.RetryPolicy()
-    cfg = config_mod.ServerConfig(host=host, port=port, db_url=str(db), kind="dev", app_urls=tuple(urls or ()),
+    cfg = config_mod.ServerConfig(host=host, port=port, db_url=db_url, kind="dev", app_urls=tuple(urls or ()),
                                   retry=policy)
     _serve(cfg, level)
 
@@ -68,6 +71,9 @@ def start(
     port: Annotated[int, typer.Option("--port", "-p", help="Port for the API and event API.")] = 8288,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "0.0.0.0",
     db: Annotated[Path, typer.Option("--db", help="SQLite database file.")] = Path(".ratchet") / "ratchet.db",
+    postgres_uri: Annotated[str | None, typer.Option(
+        "--postgres-uri", envvar="RATCHET_POSTGRES_URI", help="PostgreSQL database (several nodes may share it).")
+    ] = None,
     urls: Annotated[list[str] | None, typer.Option("-u", "--sdk-url",
                                                    help="URL of an app to sync at start-up (repeatable).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
@@ -93,13 +99,13 @@ def start(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
-    _check_db_free(db)
+    db_url = _db_url(db, postgres_uri)
     keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
     tokens = tuple(t for t in api_tokens or () if t.strip())
     if not tokens:
         typer.secho("warning: no --api-token: the REST and GraphQL APIs will refuse every request",
                     fg=typer.colors.YELLOW, err=True)
-    cfg = config_mod.ServerConfig(host=host, port=port, db_url=str(db), kind="cloud", app_urls=tuple(urls or ()),
+    cfg = config_mod.ServerConfig(host=host, port=port, db_url=db_url, kind="cloud", app_urls=tuple(urls or ()),
                                   signing_keys=keys, event_keys=tuple(event_keys), api_tokens=tokens)
     _serve(cfg, level)
 
@@ -118,6 +124,25 @@ def keys_new() -> None:
 
 def _auth_header(api_token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {api_token}"} if api_token else {}
+
+
+def _shown(db_url: str) -> str:
+    """The database URL without its password, for logs."""
+    parts = urllib.parse.urlsplit(db_url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return db_url
+
+
+def _db_url(db: Path, postgres_uri: str | None) -> str:
+    """The store URL: PostgreSQL when given (checked for its scheme), else the SQLite file (checked free)."""
+    if postgres_uri:
+        if not postgres_uri.startswith(("postgres://", "postgresql://")):
+            raise _fail(f"--postgres-uri must start with postgresql://, got {postgres_uri!r}")
+        return postgres_uri
+    _check_db_free(db)
+    return str(db)
 
 
 def _check_db_free(db: Path) -> None:
@@ -140,8 +165,8 @@ def _serve(cfg: config_mod.ServerConfig, level: str) -> None:
     # and keeping start-up objects out of collection avoids pauses of several ms on the event loop.
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    typer.secho(f"Ratchet {cfg.kind} server on {cfg.base_url} (database {cfg.db_url})", fg=typer.colors.GREEN,
-                err=True)
+    typer.secho(f"Ratchet {cfg.kind} server on {cfg.base_url} (database {_shown(cfg.db_url)})",
+                fg=typer.colors.GREEN, err=True)
     uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level=level.lower(), access_log=False,
                 loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
 

@@ -34,10 +34,12 @@ class Services:
         """Open the store, recover, start the queue loop and sync the configured apps in the background."""
         store = store or await open_store_async(cfg.db_url)
         owner = f"node-{uuid.uuid4().hex[:12]}"
-        # One process owns a SQLite file, so leases left by a crashed predecessor are void now.
-        released = await store.release_leases()
-        if released:
-            log.info("recovered %d queue items leased before a restart", released)
+        if store.single_owner:
+            # One process owns a SQLite file, so leases left by a crashed predecessor are void now. (On a
+            # shared database other nodes' leases are live; a dead node's expire and are claimed again.)
+            released = await store.release_leases()
+            if released:
+                log.info("recovered %d queue items leased before a restart", released)
         functions = registry.Registry(store)
         await functions.reload()
         holder: list[scheduler.Scheduler] = []

@@ -315,6 +315,9 @@ class Applied:
 class Store(Protocol):
     """Durable state of the engine. Each method is one transaction."""
 
+    #: True when one process owns the store (SQLite): leases left at start-up are a dead predecessor's.
+    single_owner: bool
+
     async def close(self) -> None: ...
 
     # -- apps and functions

@@ -34,6 +34,8 @@ from ratchet.server.store.postgres.runs import RunsMixin
 class PostgresStore(FlowMixin, RunsMixin):
     """`base.Store` on PostgreSQL. Construct, then `await start()` (or use `PostgresStore.connect`)."""
 
+    single_owner = False  #: several server nodes share the database
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._pool = Pool(url)

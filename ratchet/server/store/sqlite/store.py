@@ -39,6 +39,8 @@ from ratchet.server.store.sqlite.rows import (
 class SqliteStore(FlowMixin):
     """`base.Store` on one SQLite file."""
 
+    single_owner = True  #: one server process per file (`OwnerLock`)
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._lock: OwnerLock | None = None

@@ -1,0 +1,69 @@
+"""`ratchet dev --postgres-uri`: the real CLI on PostgreSQL with an official-SDK app, including a
+SIGKILL during a sleep. Needs the PostgreSQL server of the dev and CI machines (fails under CI=true
+when it is unreachable, skips elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests import harness
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = os.environ.get("RATCHET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+APP = Path(__file__).parent / "apps" / "durable_app.py"
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    name = f"ratchet_e2e_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    try:
+        yield ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_dev_on_postgres_survives_a_kill9_during_a_sleep(tmp_path: Path, pg_db: str) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    server = harness.ServerProcess(tmp_path / "unused.db", tmp_path / "server.log",
+                                   extra_args=["--postgres-uri", pg_db])
+    app = harness.AppProcess(APP, tmp_path / "app.log",
+                             env={**harness.sdk_env(server.url), "E2E_DIR": str(marks)})
+    try:
+        app.start()
+        server.app_urls = [app.url]
+        server.start()
+        api = harness.Api(server.url)
+        harness.wait_synced(api, ["e2e-sleep"])
+        run_id = harness.send_and_get_run(api, "e2e/sleep")
+        harness.wait_until(lambda: any(s["id"] == "nap" for s in api.run(run_id)["steps"]), 10, "the sleep")
+        server.kill9()
+        server.restart()  # a new node on the same database: the dead one's lease runs out, then it resumes
+        run = harness.wait_run(api, run_id, "COMPLETED", timeout=30)
+        assert [s["id"] for s in run["steps"]] == ["before", "nap", "after"]
+        assert not (tmp_path / "unused.db").exists()
+    finally:
+        server.stop()
+        app.stop()
