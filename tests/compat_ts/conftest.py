@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
@@ -74,10 +74,12 @@ def ensure_node_modules() -> None:
         STAMP.write_text(wanted + "\n")
 
 
-class TsStack:
-    """The Node app (two serve paths: the main app and a streaming one) and a server syncing both."""
+class TsStack(harness.Stack):
+    """The Node app (two serve paths: the main app and a streaming one) and a server syncing both; it
+    starts and stops like `harness.Stack` and differs only in what it builds."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path) -> None:  # not Stack.__init__: the app is fixed
+        workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.count_dir = workdir / "counts"
         self.count_dir.mkdir(parents=True, exist_ok=True)
@@ -94,38 +96,9 @@ class TsStack:
                                             app_urls=[self.app.url, self.app.url_for("/api/stream")])
         self.api = harness.Api(server_url)
 
-    def start(self, attempts: int = 3) -> Self:
-        for attempt in range(attempts):
-            try:
-                self.app.launch()
-                self.server.launch()
-                self.app.wait_ready()
-                self.server.wait_ready()
-                break
-            except AssertionError as exc:
-                self.close()
-                if "address already in use" not in str(exc).lower() or attempt == attempts - 1:
-                    raise
-                self._build()
-            except BaseException:
-                self.close()
-                raise
-        try:
-            harness.wait_synced(self.api, [f"{APP_ID}-{f}" for f in FUNCTIONS]
-                                + [f"{STREAM_APP_ID}-{f}" for f in STREAM_FUNCTIONS])
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def close(self) -> None:
-        try:
-            self.server.stop()
-        finally:
-            try:
-                self.app.stop()
-            finally:
-                self.api.close()
+    def start(self, slugs: Iterable[str] = (), *, attempts: int = 3) -> Self:
+        return super().start(slugs or [f"{APP_ID}-{f}" for f in FUNCTIONS]
+                             + [f"{STREAM_APP_ID}-{f}" for f in STREAM_FUNCTIONS], attempts=attempts)
 
     def slug(self, fn_id: str, app_id: str = APP_ID) -> str:
         return f"{app_id}-{fn_id}"
