@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 from datetime import timedelta
-from typing import Any
 
 import fastapi
 import inngest
@@ -89,28 +88,4 @@ FLOW = [flow_conc, flow_throttle, flow_debounce, flow_batch, flow_ratelimit]
 
 app = fastapi.FastAPI()
 inngest.fast_api.serve(app, client, [make(n) for n in (1, 5, 10)] + [sleeper, waiter, *FLOW])
-
-
-@app.get("/bench/gaps")
-def gaps(run_id: str) -> list[float]:
-    return timings.gaps_ms(run_id)
-
-
-@app.get("/bench/lateness")
-def lateness() -> dict[str, float]:
-    return timings.LATENESS
-
-
-@app.get("/bench/planned")
-def planned() -> list[int]:
-    return timings.PLANNED
-
-
-@app.get("/bench/flow")
-def flow() -> dict[str, Any]:
-    return timings.flow_report()
-
-
-@app.get("/bench/matches")
-def matches() -> dict[str, tuple[float | None, float | None, int, int | None]]:
-    return timings.MATCHES
+timings.add_routes(app)

@@ -136,3 +136,12 @@ def flow_report() -> dict[str, Any]:
     return {"conc_peak": dict(CONC_PEAK), "conc_done": CONC_DONE, "conc_runs": len(CONC_RUNS),
             "throttle_starts": sorted(THROTTLE_STARTS.values()), "debounced": list(DEBOUNCED.values()),
             "batches": list(BATCHES.values()), "rate_limited": list(RATE_LIMITED.values())}
+
+
+def add_routes(app: Any) -> None:
+    """The `/bench/*` routes the bench reads its figures from (the same for every bench app)."""
+    app.add_api_route("/bench/gaps", lambda run_id: gaps_ms(run_id), methods=["GET"])
+    app.add_api_route("/bench/lateness", lambda: LATENESS, methods=["GET"])
+    app.add_api_route("/bench/planned", lambda: PLANNED, methods=["GET"])
+    app.add_api_route("/bench/flow", lambda: flow_report(), methods=["GET"])
+    app.add_api_route("/bench/matches", lambda: MATCHES, methods=["GET"])
