@@ -60,6 +60,8 @@ class Services:
             transport=transport,
         )
         executor.ingestor = services.ingestor
+        # Other nodes on a shared store: their new work wakes our scheduler, their syncs our registry.
+        await store.subscribe(sched.notify, lambda: services.spawn(functions.reload()))
         sched.start()
         return services
 

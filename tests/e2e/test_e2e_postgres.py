@@ -67,3 +67,31 @@ def test_dev_on_postgres_survives_a_kill9_during_a_sleep(tmp_path: Path, pg_db: 
     finally:
         server.stop()
         app.stop()
+
+
+def test_two_nodes_share_one_database(tmp_path: Path, pg_db: str) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    a = harness.ServerProcess(tmp_path / "a.db", tmp_path / "a.log", extra_args=["--postgres-uri", pg_db])
+    b = harness.ServerProcess(tmp_path / "b.db", tmp_path / "b.log", extra_args=["--postgres-uri", pg_db])
+    app = harness.AppProcess(APP, tmp_path / "app.log", env={**harness.sdk_env(a.url), "E2E_DIR": str(marks)})
+    try:
+        app.start()
+        a.app_urls = [app.url]
+        a.start()
+        b.start()  # b never syncs the app itself: it learns the functions from a's sync (NOTIFY)
+        api_a, api_b = harness.Api(a.url), harness.Api(b.url)
+        harness.wait_synced(api_b, ["e2e-many"])
+        # events go to both nodes; every run must complete, each step recorded once
+        ids = []
+        for i in range(40):
+            api = api_a if i % 2 else api_b
+            ids += api.send([{"name": "e2e/many", "data": {"n": 3, "i": i}}])
+        runs = [r for eid in ids for r in harness.wait_runs_for_event(api_a, eid)]
+        for run_id in runs:
+            run = harness.wait_run(api_b, run_id, "COMPLETED", timeout=30)
+            assert run["output"] == 6 and [s["id"] for s in run["steps"]] == ["double"], run
+    finally:
+        a.stop()
+        b.stop()
+        app.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ratchet import protocol
@@ -412,6 +412,11 @@ class Store(Protocol):
     async def fire_pending(self, item: QueueItem, owner: str, pending: Pending, run: NewRun, now: int) -> bool:
         """Start the run of an open debounce or batch, if it is still as `pending` says and due; close it
         and delete its timer `item`, at once. Otherwise re-arm the timer for the current `fire_at`."""
+        ...
+
+    async def subscribe(self, on_work: Callable[[], None], on_sync: Callable[[], None]) -> None:
+        """Call `on_work` when another process queues work and `on_sync` when it syncs an app (a shared
+        store's nodes wake each other; a single-owner store has no one else to hear from)."""
         ...
 
     async def release_leases(self, owner: str | None = None) -> int:

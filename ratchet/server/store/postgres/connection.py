@@ -36,12 +36,18 @@ POOL_MIN, POOL_MAX = 1, 10
 RETRIES = 8
 
 
+#: LISTEN/NOTIFY channels: new due work, and an app synced (functions changed) on some node.
+WORK_CHANNEL = "ratchet_work"
+SYNC_CHANNEL = "ratchet_sync"
+
+
 class Pool:
     """An asyncpg pool that runs each store method as one transaction, translating driver errors."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
 
     async def open(self) -> None:
         try:
@@ -52,7 +58,16 @@ class Pool:
             await self.close()
             raise base.StoreError(f"cannot open the PostgreSQL store: {exc}") from exc
 
+    async def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever a transaction notifies `channel` (on a connection of its own)."""
+        if self._listener is None:
+            self._listener = await asyncpg.connect(self.url)
+        await self._listener.add_listener(channel, lambda *_: callback())
+
     async def close(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -63,13 +78,18 @@ class Pool:
             raise base.StoreError("the PostgreSQL store is not open (await store.start() first)")
         return self._pool
 
-    async def run(self, body: Callable[[Conn], Awaitable[T]], *, readonly: bool = False) -> T:
-        """Run `body(conn)` in one transaction; retried from the start after a deadlock."""
+    async def run(self, body: Callable[[Conn], Awaitable[T]], *, readonly: bool = False,
+                  notify: str | None = None) -> T:
+        """Run `body(conn)` in one transaction; retried from the start after a deadlock. With `notify`,
+        the commit also wakes every node listening on that channel (PostgreSQL delivers on commit)."""
         for attempt in range(RETRIES):
             try:
                 async with self.pool.acquire() as conn, conn.transaction(
                         isolation="repeatable_read" if readonly else "read_committed", readonly=readonly):
-                    return await body(conn)
+                    result = await body(conn)
+                    if notify is not None:
+                        await conn.execute("SELECT pg_notify($1, '')", notify)  # delivered on commit
+                    return result
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 if attempt == RETRIES - 1:
                     raise base.StoreError(f"transaction kept conflicting: {exc}") from exc

@@ -17,7 +17,7 @@ from ratchet import protocol
 from ratchet.server.engine import flow, lifecycle
 from ratchet.server.store import base
 from ratchet.server.store.postgres import queries as q
-from ratchet.server.store.postgres.connection import Conn, Pool, lock_names_txn
+from ratchet.server.store.postgres.connection import WORK_CHANNEL, Conn, Pool, lock_names_txn
 from ratchet.server.store.postgres.rows import Row, dumps, status_count
 from ratchet.server.store.postgres.runs import key_lock
 
@@ -107,7 +107,7 @@ class FlowMixin:
             await self._create_run_txn(conn, run, now)
             return True
 
-        return await self._pool.run(body)
+        return await self._pool.run(body, notify=WORK_CHANNEL)
 
     async def _pending_txn(self, conn: Conn, kind: str, key: str, *, lock: bool = False) -> base.Pending | None:
         # `lock`: inside a write (`FOR UPDATE`); a read-only transaction reads its snapshot instead.

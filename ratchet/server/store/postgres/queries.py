@@ -185,3 +185,6 @@ SAVE_BATCH = (
     "INSERT INTO batches (key, function_slug, event_ids, first_at, fire_at) VALUES ($1, $2, $3, $4, $5) "
     "ON CONFLICT (key) DO UPDATE SET event_ids = excluded.event_ids")
 DELETE_BATCH = "DELETE FROM batches WHERE key = $1"
+
+#: Wakes the nodes listening on a channel when the transaction commits.
+NOTIFY = "SELECT pg_notify($1, '')"

@@ -8,12 +8,12 @@ The locking scheme is described in `connection.py`; the decisions are the engine
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ratchet import protocol
 from ratchet.server.store import base
 from ratchet.server.store.postgres import queries as q
-from ratchet.server.store.postgres.connection import Conn, Pool
+from ratchet.server.store.postgres.connection import SYNC_CHANNEL, WORK_CHANNEL, Conn, Pool
 from ratchet.server.store.postgres.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
 from ratchet.server.store.postgres.rows import (
     IDEMPOTENCY_MS,
@@ -75,7 +75,7 @@ class PostgresStore(FlowMixin, RunsMixin):
             assert stored is not None
             return app_row(stored), changed
 
-        return await self._pool.run(body)
+        return await self._pool.run(body, notify=SYNC_CHANNEL)
 
     async def set_app_error(self, url: str, error: str | None) -> None:
         await self._pool.run(lambda conn: conn.execute(q.SET_APP_ERROR, url, error))
@@ -125,7 +125,7 @@ class PostgresStore(FlowMixin, RunsMixin):
             await self._insert_items_txn(conn, items)
             return created
 
-        return await self._pool.run(body)
+        return await self._pool.run(body, notify=WORK_CHANNEL)
 
     async def get_event(self, internal_id: str) -> base.EventRecord | None:
         row = await self._pool.fetchrow(q.EVENT, internal_id)
@@ -199,6 +199,11 @@ class PostgresStore(FlowMixin, RunsMixin):
         row = await self._pool.fetchrow(q.NEXT_DUE_AT)
         return row[0] if row else None
 
+    async def subscribe(self, on_work: Callable[[], None], on_sync: Callable[[], None]) -> None:
+        """Wake this node when another one queues work or syncs an app (LISTEN/NOTIFY)."""
+        await self._pool.listen(WORK_CHANNEL, on_work)
+        await self._pool.listen(SYNC_CHANNEL, on_sync)
+
     async def release_leases(self, owner: str | None = None) -> int:
         async def body(conn: Conn) -> int:
             if owner is None:
@@ -206,7 +211,7 @@ class PostgresStore(FlowMixin, RunsMixin):
                 return status_count(await conn.execute(q.RELEASE_ALL))
             return status_count(await conn.execute(q.RELEASE_OWNER, owner))
 
-        return await self._pool.run(body)
+        return await self._pool.run(body, notify=WORK_CHANNEL)
 
     # ------------------------------------------------------------------------------ pauses
 
@@ -243,7 +248,7 @@ class PostgresStore(FlowMixin, RunsMixin):
                     cancelled.append(run_id)
             return cancelled
 
-        return await self._pool.run(body)
+        return await self._pool.run(body, notify=WORK_CHANNEL)
 
     # ------------------------------------------------------------------------------ applying decisions
 
@@ -262,6 +267,8 @@ class PostgresStore(FlowMixin, RunsMixin):
             # This call no longer holds its concurrency slots (unless a follow-up took them over).
             if keys and await self._unblock_txn(conn, keys):
                 result = dataclasses.replace(result, enqueued_future=True)
+            if result.enqueued_future:
+                await conn.execute(q.NOTIFY, WORK_CHANNEL)  # work for any node (on commit)
             return result
 
         return await self._pool.run(body)

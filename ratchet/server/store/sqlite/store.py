@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -335,6 +335,9 @@ class SqliteStore(FlowMixin):
             "SELECT min(t) FROM (SELECT min(due_at) AS t FROM queue WHERE lease_owner IS NULL AND blocked = 0 "
             "UNION ALL SELECT min(lease_until) FROM queue WHERE lease_owner IS NOT NULL)").fetchone()
         return row[0] if row else None
+
+    async def subscribe(self, on_work: Callable[[], None], on_sync: Callable[[], None]) -> None:
+        """Nothing to hear: this process owns the file, so every change is its own."""
 
     async def release_leases(self, owner: str | None = None) -> int:
         with self._write():
