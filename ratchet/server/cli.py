@@ -39,6 +39,8 @@ def dev(
     retry_interval: Annotated[float | None, typer.Option(
         "--retry-interval", help="Retry failed calls after this many seconds instead of backing off.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    lease_seconds: Annotated[float, typer.Option(
+        "--lease-seconds", help="How soon another node takes over a dead node's calls.")] = 30.0,
 ) -> None:
     """Start the dev server: SQLite, no keys, apps synced from -u URLs."""
     if not 1 <= port <= 65535:
@@ -51,10 +53,12 @@ def dev(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    if not 1 <= lease_seconds <= 3600:
+        raise _fail(f"--lease-seconds must be between 1 and 3600, got {lease_seconds:g}")
     db_url = _db_url(db, postgres_uri)
     policy = retry.RetryPolicy(fixed_s=retry_interval) if retry_interval is not None else retry.RetryPolicy()
     cfg = config_mod.ServerConfig(host=host, port=port, db_url=db_url, kind="dev", app_urls=tuple(urls or ()),
-                                  retry=policy)
+                                  retry=policy, lease_s=lease_seconds)
     _serve(cfg, level)
 
 
@@ -77,6 +81,8 @@ def start(
     urls: Annotated[list[str] | None, typer.Option("-u", "--sdk-url",
                                                    help="URL of an app to sync at start-up (repeatable).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    lease_seconds: Annotated[float, typer.Option(
+        "--lease-seconds", help="How soon another node takes over a dead node's calls.")] = 30.0,
 ) -> None:
     """Start the production server: requests to apps are signed, SDKs and events need keys."""
     if not signing_key:
@@ -99,6 +105,8 @@ def start(
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    if not 1 <= lease_seconds <= 3600:
+        raise _fail(f"--lease-seconds must be between 1 and 3600, got {lease_seconds:g}")
     db_url = _db_url(db, postgres_uri)
     keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
     tokens = tuple(t for t in api_tokens or () if t.strip())
@@ -106,7 +114,8 @@ def start(
         typer.secho("warning: no --api-token: the REST and GraphQL APIs will refuse every request",
                     fg=typer.colors.YELLOW, err=True)
     cfg = config_mod.ServerConfig(host=host, port=port, db_url=db_url, kind="cloud", app_urls=tuple(urls or ()),
-                                  signing_keys=keys, event_keys=tuple(event_keys), api_tokens=tokens)
+                                  signing_keys=keys, event_keys=tuple(event_keys), api_tokens=tokens,
+                                  lease_s=lease_seconds)
     _serve(cfg, level)
 
 

@@ -23,8 +23,9 @@ class ServerConfig:
     retry: retry.RetryPolicy = dataclasses.field(default_factory=retry.RetryPolicy)
     #: Longest an app call may take before it counts as a failed attempt.
     call_timeout_s: float = 300.0
-    #: A claimed queue item is ours for this long; a crashed node's items come back after it.
-    lease_s: float = 330.0
+    #: A claimed queue item is ours for this long; the node renews its leases every third of it while
+    #: the calls run, so a crashed node's items come back within one lease.
+    lease_s: float = 30.0
     #: Calls in flight at once on this node.
     max_in_flight: int = 256
     #: Largest event accepted by the event API (bytes of JSON).

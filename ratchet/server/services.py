@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import uuid
 
+from ratchet import protocol
 from ratchet.server import config as config_mod
 from ratchet.server import executor as executor_mod
 from ratchet.server import ingest, registry, scheduler, sync
@@ -60,10 +61,21 @@ class Services:
             transport=transport,
         )
         executor.ingestor = services.ingestor
+        services.spawn(services._heartbeat())
         # Other nodes on a shared store: their new work wakes our scheduler, their syncs our registry.
         await store.subscribe(sched.notify, lambda: services.spawn(functions.reload()))
         sched.start()
         return services
+
+    async def _heartbeat(self) -> None:
+        """Renew this node's leases every third of a lease, so long calls keep theirs."""
+        lease_ms = int(self.cfg.lease_s * 1000)
+        while True:
+            await asyncio.sleep(self.cfg.lease_s / 3)
+            try:
+                await self.store.extend_leases(self.executor.owner, protocol.now_ms() + lease_ms)
+            except Exception:  # a store hiccup: the next beat tries again, well within the lease
+                log.exception("lease heartbeat failed")
 
     def sync_in_background(self) -> None:
         for url in self.cfg.app_urls:

@@ -702,3 +702,12 @@ async def test_a_freed_slot_goes_to_a_call_whose_other_keys_have_room(store: bas
     await store.apply(c0, OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW, LEASE)
     # g has room again: b0 takes it at once; a1 (first in line) still waits for tenant a's slot.
     assert [i.run_id for i in await store.claim_due(NOW, 10, OWNER, LEASE)] == ["b0"]
+
+
+async def test_extend_leases_keeps_an_owners_calls_from_being_taken_over(store: base.Store) -> None:
+    item = await started(store)
+    assert await store.extend_leases(OWNER, NOW + 2 * LEASE) == 1
+    assert await store.claim_due(NOW + LEASE, 10, "node-b", LEASE) == []  # the old expiry has passed
+    assert await store.extend_leases("node-b", NOW + 5 * LEASE) == 0  # only the owner's leases
+    taken = await store.claim_due(NOW + 2 * LEASE, 10, "node-b", LEASE)
+    assert [i.id for i in taken] == [item.id]

@@ -95,3 +95,32 @@ def test_two_nodes_share_one_database(tmp_path: Path, pg_db: str) -> None:
         a.stop()
         b.stop()
         app.stop()
+
+
+def test_a_dead_nodes_calls_are_taken_over_after_its_lease(tmp_path: Path, pg_db: str) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    lease = ["--postgres-uri", pg_db, "--lease-seconds", "2"]
+    a = harness.ServerProcess(tmp_path / "a.db", tmp_path / "a.log", extra_args=lease)
+    b = harness.ServerProcess(tmp_path / "b.db", tmp_path / "b.log", extra_args=lease)
+    app = harness.AppProcess(APP, tmp_path / "app.log", env={**harness.sdk_env(a.url), "E2E_DIR": str(marks)})
+    try:
+        app.start()
+        a.app_urls = [app.url]
+        a.start()
+        api = harness.Api(a.url)
+        harness.wait_synced(api, ["e2e-block"])
+        run_id = harness.send_and_get_run(api, "e2e/block")
+        # the slow step is in flight on node a (the only node so far): kill a there
+        harness.wait_until(lambda: (marks / f"{run_id}.slow-started-1").exists(), 10, "the slow step to start")
+        a.kill9()
+        b.start()  # b sees a's lease still live, waits it out (2 s), then calls again
+        (marks / "release").touch()
+        api_b = harness.Api(b.url)
+        run = harness.wait_run(api_b, run_id, "COMPLETED", timeout=30)
+        assert [s["id"] for s in run["steps"]] == ["first", "slow", "last"]
+        assert run["output"]["slow"] == "slow-2"  # a's call died with a; b's call is the one recorded
+    finally:
+        a.stop()
+        b.stop()
+        app.stop()

@@ -419,6 +419,10 @@ class Store(Protocol):
         store's nodes wake each other; a single-owner store has no one else to hear from)."""
         ...
 
+    async def extend_leases(self, owner: str, until: int) -> int:
+        """Keep `owner`'s leases (its calls in flight) until `until`: the node's heartbeat."""
+        ...
+
     async def release_leases(self, owner: str | None = None) -> int:
         """Drop leases (all, or those of `owner`); used when a single-node server restarts."""
         ...

@@ -188,3 +188,6 @@ DELETE_BATCH = "DELETE FROM batches WHERE key = $1"
 
 #: Wakes the nodes listening on a channel when the transaction commits.
 NOTIFY = "SELECT pg_notify($1, '')"
+
+#: The heartbeat: a node keeps its calls in flight.
+EXTEND_LEASES = "UPDATE queue SET lease_until = $2 WHERE lease_owner = $1 AND lease_until < $2"

@@ -204,6 +204,12 @@ class PostgresStore(FlowMixin, RunsMixin):
         await self._pool.listen(WORK_CHANNEL, on_work)
         await self._pool.listen(SYNC_CHANNEL, on_sync)
 
+    async def extend_leases(self, owner: str, until: int) -> int:
+        async def body(conn: Conn) -> int:
+            return int((await conn.execute(q.EXTEND_LEASES, owner, until)).split()[-1])
+
+        return await self._pool.run(body)
+
     async def release_leases(self, owner: str | None = None) -> int:
         async def body(conn: Conn) -> int:
             if owner is None:

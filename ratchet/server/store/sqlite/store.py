@@ -339,6 +339,13 @@ class SqliteStore(FlowMixin):
     async def subscribe(self, on_work: Callable[[], None], on_sync: Callable[[], None]) -> None:
         """Nothing to hear: this process owns the file, so every change is its own."""
 
+    async def extend_leases(self, owner: str, until: int) -> int:
+        with self._write():
+            cur = self._db.execute("UPDATE queue SET lease_until = ? WHERE lease_owner = ? AND lease_until < ?",
+                                   (until, owner, until))
+        await self._group.committed()
+        return cur.rowcount
+
     async def release_leases(self, owner: str | None = None) -> int:
         with self._write():
             if owner is None:
