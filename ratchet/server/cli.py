@@ -119,6 +119,33 @@ def start(
     _serve(cfg, level)
 
 
+@app.command()
+def migrate(
+    db: Annotated[Path, typer.Option("--db", help="SQLite database file.")] = Path(".ratchet") / "ratchet.db",
+    postgres_uri: Annotated[str | None, typer.Option(
+        "--postgres-uri", envvar="RATCHET_POSTGRES_URI", help="PostgreSQL database to migrate.")] = None,
+) -> None:
+    """Apply the store's migrations and exit (servers also apply them at start)."""
+    import asyncio
+
+    from ratchet.server.store import base, open_store_async
+
+    url = _db_url(db, postgres_uri)
+
+    async def run() -> list[str]:
+        store = await open_store_async(url)
+        try:
+            return await store.applied_migrations()
+        finally:
+            await store.close()
+
+    try:
+        names = asyncio.run(run())
+    except base.StoreError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{_shown(url)}: schema at {names[-1] if names else 'no migrations'} ({len(names)} applied)")
+
+
 keys_app = typer.Typer(help="Make keys for `ratchet start`.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

@@ -711,3 +711,8 @@ async def test_extend_leases_keeps_an_owners_calls_from_being_taken_over(store: 
     assert await store.extend_leases("node-b", NOW + 5 * LEASE) == 0  # only the owner's leases
     taken = await store.claim_due(NOW + 2 * LEASE, 10, "node-b", LEASE)
     assert [i.id for i in taken] == [item.id]
+
+
+async def test_applied_migrations_are_listed_in_order(store: base.Store) -> None:
+    names = await store.applied_migrations()
+    assert names and names == sorted(names) and names[0].startswith("0001_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,15 @@ def test_keys_new_prints_keys_start_accepts() -> None:
     lines = dict(line.split("=", 1) for line in result.stdout.split())
     assert lines["RATCHET_SIGNING_KEY"].startswith("signkey-prod-") and len(lines["RATCHET_EVENT_KEY"]) == 64
     assert lines["RATCHET_API_TOKEN"].startswith("rat_")
+
+
+def test_migrate_applies_the_schema_and_reports_it(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    result = ratchet("migrate", "--db", str(db), timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"schema at \d{4}_\w+\.sql \(\d+ applied\)", result.stdout), result.stdout
+    assert db.exists()
+    again = ratchet("migrate", "--db", str(db), timeout=30)
+    assert again.stdout == result.stdout  # nothing new to apply
+    bad = ratchet("migrate", "--postgres-uri", "mysql://x", timeout=30)
+    assert bad.returncode == 2 and "--postgres-uri" in bad.stderr

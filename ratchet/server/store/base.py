@@ -419,6 +419,10 @@ class Store(Protocol):
         store's nodes wake each other; a single-owner store has no one else to hear from)."""
         ...
 
+    async def applied_migrations(self) -> list[str]:
+        """Names of the schema migrations applied to this store, in order."""
+        ...
+
     async def extend_leases(self, owner: str, until: int) -> int:
         """Keep `owner`'s leases (its calls in flight) until `until`: the node's heartbeat."""
         ...

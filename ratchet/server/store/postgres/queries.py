@@ -191,3 +191,5 @@ NOTIFY = "SELECT pg_notify($1, '')"
 
 #: The heartbeat: a node keeps its calls in flight.
 EXTEND_LEASES = "UPDATE queue SET lease_until = $2 WHERE lease_owner = $1 AND lease_until < $2"
+
+APPLIED_MIGRATIONS = "SELECT name FROM schema_migrations ORDER BY version"

@@ -204,6 +204,9 @@ class PostgresStore(FlowMixin, RunsMixin):
         await self._pool.listen(WORK_CHANNEL, on_work)
         await self._pool.listen(SYNC_CHANNEL, on_sync)
 
+    async def applied_migrations(self) -> list[str]:
+        return [r[0] for r in await self._pool.fetch(q.APPLIED_MIGRATIONS)]
+
     async def extend_leases(self, owner: str, until: int) -> int:
         async def body(conn: Conn) -> int:
             return int((await conn.execute(q.EXTEND_LEASES, owner, until)).split()[-1])

@@ -339,6 +339,9 @@ class SqliteStore(FlowMixin):
     async def subscribe(self, on_work: Callable[[], None], on_sync: Callable[[], None]) -> None:
         """Nothing to hear: this process owns the file, so every change is its own."""
 
+    async def applied_migrations(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM schema_migrations ORDER BY version")]
+
     async def extend_leases(self, owner: str, until: int) -> int:
         with self._write():
             cur = self._db.execute("UPDATE queue SET lease_until = ? WHERE lease_owner = ? AND lease_until < ?",
