@@ -41,6 +41,8 @@ def dev(
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
     lease_seconds: Annotated[float, typer.Option(
         "--lease-seconds", help="How soon another node takes over a dead node's calls.")] = 30.0,
+    retention_days: Annotated[float | None, typer.Option(
+        "--retention-days", help="Delete runs (and events nothing needs) this many days after they end.")] = None,
 ) -> None:
     """Start the dev server: SQLite, no keys, apps synced from -u URLs."""
     if not 1 <= port <= 65535:
@@ -55,10 +57,13 @@ def dev(
         raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
     if not 1 <= lease_seconds <= 3600:
         raise _fail(f"--lease-seconds must be between 1 and 3600, got {lease_seconds:g}")
+    if retention_days is not None and retention_days <= 0:
+        raise _fail(f"--retention-days must be positive, got {retention_days:g}")
     db_url = _db_url(db, postgres_uri)
     policy = retry.RetryPolicy(fixed_s=retry_interval) if retry_interval is not None else retry.RetryPolicy()
     cfg = config_mod.ServerConfig(host=host, port=port, db_url=db_url, kind="dev", app_urls=tuple(urls or ()),
-                                  retry=policy, lease_s=lease_seconds)
+                                  retry=policy, lease_s=lease_seconds,
+                                  retention_s=None if retention_days is None else retention_days * 86400)
     _serve(cfg, level)
 
 
@@ -83,6 +88,8 @@ def start(
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
     lease_seconds: Annotated[float, typer.Option(
         "--lease-seconds", help="How soon another node takes over a dead node's calls.")] = 30.0,
+    retention_days: Annotated[float, typer.Option(
+        "--retention-days", help="Delete runs (and events nothing needs) this many days after they end.")] = 30.0,
 ) -> None:
     """Start the production server: requests to apps are signed, SDKs and events need keys."""
     if not signing_key:
@@ -107,6 +114,8 @@ def start(
         raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
     if not 1 <= lease_seconds <= 3600:
         raise _fail(f"--lease-seconds must be between 1 and 3600, got {lease_seconds:g}")
+    if retention_days is not None and retention_days <= 0:
+        raise _fail(f"--retention-days must be positive, got {retention_days:g}")
     db_url = _db_url(db, postgres_uri)
     keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
     tokens = tuple(t for t in api_tokens or () if t.strip())
@@ -115,7 +124,7 @@ def start(
                     fg=typer.colors.YELLOW, err=True)
     cfg = config_mod.ServerConfig(host=host, port=port, db_url=db_url, kind="cloud", app_urls=tuple(urls or ()),
                                   signing_keys=keys, event_keys=tuple(event_keys), api_tokens=tokens,
-                                  lease_s=lease_seconds)
+                                  lease_s=lease_seconds, retention_s=retention_days * 86400)
     _serve(cfg, level)
 
 

@@ -26,6 +26,8 @@ class ServerConfig:
     #: A claimed queue item is ours for this long; the node renews its leases every third of it while
     #: the calls run, so a crashed node's items come back within one lease.
     lease_s: float = 30.0
+    #: Runs that ended, and events nothing needs, are deleted after this long (None: kept for ever).
+    retention_s: float | None = None
     #: Calls in flight at once on this node.
     max_in_flight: int = 256
     #: Largest event accepted by the event API (bytes of JSON).

@@ -16,6 +16,9 @@ from ratchet.server.store import base, open_store_async
 
 log = logging.getLogger("ratchet.server")
 
+#: How often the retention job looks for old runs and events.
+RETENTION_EVERY_S = 3600.0
+
 
 @dataclasses.dataclass
 class Services:
@@ -62,6 +65,8 @@ class Services:
         )
         executor.ingestor = services.ingestor
         services.spawn(services._heartbeat())
+        if cfg.retention_s is not None:
+            services.spawn(services._retention())
         # Other nodes on a shared store: their new work wakes our scheduler, their syncs our registry.
         await store.subscribe(sched.notify, lambda: services.spawn(functions.reload()))
         sched.start()
@@ -76,6 +81,19 @@ class Services:
                 await self.store.extend_leases(self.executor.owner, protocol.now_ms() + lease_ms)
             except Exception:  # a store hiccup: the next beat tries again, well within the lease
                 log.exception("lease heartbeat failed")
+
+    async def _retention(self) -> None:
+        """Delete what is older than the retention period, now and then every RETENTION_EVERY_S."""
+        assert self.cfg.retention_s is not None
+        while True:
+            now = protocol.now_ms()
+            try:
+                removed = await self.store.purge(now - int(self.cfg.retention_s * 1000), now)
+                if removed:
+                    log.info("retention: deleted %d runs and events", removed)
+            except Exception:
+                log.exception("retention failed; trying again later")
+            await asyncio.sleep(min(RETENTION_EVERY_S, self.cfg.retention_s))
 
     def sync_in_background(self) -> None:
         for url in self.cfg.app_urls:

@@ -716,3 +716,20 @@ async def test_extend_leases_keeps_an_owners_calls_from_being_taken_over(store: 
 async def test_applied_migrations_are_listed_in_order(store: base.Store) -> None:
     names = await store.applied_migrations()
     assert names and names == sorted(names) and names[0].startswith("0001_")
+
+
+async def test_purge_deletes_old_ended_runs_and_unneeded_events_only(store: base.Store) -> None:
+    await store.sync_app(app_record(), [fn_record()])
+    await store.ingest([event("old"), event("live"), event("lone")],
+                       [new_run("done", "old"), new_run("running", "live")], NOW)
+    (done_item, running_item) = sorted(await store.claim_due(NOW, 10, OWNER, LEASE), key=lambda i: i.run_id)
+    save = base.SaveStep("h1", "s", "StepRun", base.StepStatus.COMPLETED, {"data": 1}, NOW, NOW)
+    await store.apply(done_item, OWNER, [save, base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW, LEASE)
+    assert await store.purge(NOW, NOW) == 0  # nothing older than the cutoff yet
+    removed = await store.purge(NOW + 1, NOW + 1)
+    assert removed == 3  # the ended run, its event, and the event that started nothing
+    assert await store.get_run("done") is None and await store.get_steps("done") == []
+    assert await store.get_run("running") is not None  # not ended: kept, with its event
+    assert await store.get_event("live") is not None
+    assert await store.get_event("old") is None and await store.get_event("lone") is None
+    assert running_item.run_id == "running"

@@ -419,6 +419,12 @@ class Store(Protocol):
         store's nodes wake each other; a single-owner store has no one else to hear from)."""
         ...
 
+    async def purge(self, before: int, now: int) -> int:
+        """Retention: delete runs that ended before `before` (with their steps), events received before
+        it that no live run, debounce or batch still needs, and expired keys and flow state. Returns
+        how many runs and events went."""
+        ...
+
     async def applied_migrations(self) -> list[str]:
         """Names of the schema migrations applied to this store, in order."""
         ...

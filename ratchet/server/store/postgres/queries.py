@@ -193,3 +193,16 @@ NOTIFY = "SELECT pg_notify($1, '')"
 EXTEND_LEASES = "UPDATE queue SET lease_until = $2 WHERE lease_owner = $1 AND lease_until < $2"
 
 APPLIED_MIGRATIONS = "SELECT name FROM schema_migrations ORDER BY version"
+
+# Retention (`purge`): runs that ended before the cutoff go with their steps; events go once nothing live
+# needs them (a run not ended, an open debounce or batch).
+_ENDED_BEFORE = "SELECT id FROM runs WHERE ended_at < $1 AND status NOT IN ('QUEUED', 'RUNNING')"
+PURGE_RUN_STEPS = f"DELETE FROM steps WHERE run_id IN ({_ENDED_BEFORE})"
+PURGE_RUN_EVENTS = f"DELETE FROM run_events WHERE run_id IN ({_ENDED_BEFORE})"
+PURGE_RUNS = "DELETE FROM runs WHERE ended_at < $1 AND status NOT IN ('QUEUED', 'RUNNING')"
+PURGE_EVENTS = ("DELETE FROM events WHERE received_at < $1 AND internal_id NOT IN (SELECT event_id FROM run_events) "
+                "AND internal_id NOT IN (SELECT event_id FROM debounces) "
+                "AND internal_id <> ALL($2::text[])")
+BATCH_EVENT_IDS = "SELECT event_ids FROM batches"
+PURGE_RUN_KEYS = "DELETE FROM run_keys WHERE expires_at < $1"
+PURGE_FLOW_STATE = "DELETE FROM flow_state WHERE expires_at < $1"

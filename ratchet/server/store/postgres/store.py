@@ -204,6 +204,19 @@ class PostgresStore(FlowMixin, RunsMixin):
         await self._pool.listen(WORK_CHANNEL, on_work)
         await self._pool.listen(SYNC_CHANNEL, on_sync)
 
+    async def purge(self, before: int, now: int) -> int:
+        async def body(conn: Conn) -> int:
+            await conn.execute(q.PURGE_RUN_STEPS, before)
+            await conn.execute(q.PURGE_RUN_EVENTS, before)
+            runs = int((await conn.execute(q.PURGE_RUNS, before)).split()[-1])
+            held = [eid for (ids,) in await conn.fetch(q.BATCH_EVENT_IDS) for eid in loads(ids)]
+            events = int((await conn.execute(q.PURGE_EVENTS, before, held)).split()[-1])
+            await conn.execute(q.PURGE_RUN_KEYS, now)
+            await conn.execute(q.PURGE_FLOW_STATE, now)
+            return runs + events
+
+        return await self._pool.run(body)
+
     async def applied_migrations(self) -> list[str]:
         return [r[0] for r in await self._pool.fetch(q.APPLIED_MIGRATIONS)]
 

@@ -35,6 +35,16 @@ from ratchet.server.store.sqlite.rows import (
     where_clause,
 )
 
+# Retention (`purge`): runs that ended before the cutoff go with their steps; events go once nothing
+# live needs them (a run not ended, an open debounce or batch).
+_ENDED_BEFORE = "SELECT id FROM runs WHERE ended_at < ? AND status NOT IN ('QUEUED', 'RUNNING')"
+PURGE_RUN_STEPS = f"DELETE FROM steps WHERE run_id IN ({_ENDED_BEFORE})"
+PURGE_RUN_EVENTS = f"DELETE FROM run_events WHERE run_id IN ({_ENDED_BEFORE})"
+PURGE_RUNS = "DELETE FROM runs WHERE ended_at < ? AND status NOT IN ('QUEUED', 'RUNNING')"
+PURGE_EVENTS = ("DELETE FROM events WHERE received_at < ? AND internal_id NOT IN (SELECT event_id FROM run_events) "
+                "AND internal_id NOT IN (SELECT event_id FROM debounces) "
+                "AND internal_id NOT IN (SELECT event_id FROM purge_keep)")
+
 
 class SqliteStore(FlowMixin):
     """`base.Store` on one SQLite file."""
@@ -338,6 +348,23 @@ class SqliteStore(FlowMixin):
 
     async def subscribe(self, on_work: Callable[[], None], on_sync: Callable[[], None]) -> None:
         """Nothing to hear: this process owns the file, so every change is its own."""
+
+    async def purge(self, before: int, now: int) -> int:
+        db = self._db
+        with self._write():
+            for sql in (PURGE_RUN_STEPS, PURGE_RUN_EVENTS):
+                db.execute(sql, (before,))
+            runs = db.execute(PURGE_RUNS, (before,)).rowcount
+            # Events an open batch holds are kept (they are listed in its JSON, not in run_events).
+            held = [eid for (ids,) in db.execute("SELECT event_ids FROM batches") for eid in loads(ids)]
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS purge_keep (event_id TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM purge_keep")
+            db.executemany("INSERT OR IGNORE INTO purge_keep VALUES (?)", [(e,) for e in held])
+            events = db.execute(PURGE_EVENTS, (before,)).rowcount
+            db.execute("DELETE FROM run_keys WHERE expires_at < ?", (now,))
+            db.execute("DELETE FROM flow_state WHERE expires_at < ?", (now,))
+        await self._group.committed()
+        return runs + events
 
     async def applied_migrations(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT name FROM schema_migrations ORDER BY version")]
