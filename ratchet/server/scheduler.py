@@ -78,8 +78,8 @@ class Scheduler:
             now = time.time_ns() // 1_000_000
             # Items due within the lookahead are claimed now and wait for their moment in the executor:
             # under a stream of timers one store round trip serves many, and none starts early.
-            claimed = await self._store.claim_due(now + LOOKAHEAD_MS, min(free, CLAIM_BATCH), self._executor.owner,
-                                                  self._lease_ms)
+            claimed = await self._store.claim_due(now, min(free, CLAIM_BATCH), self._executor.owner, self._lease_ms,
+                                                  due_by=now + LOOKAHEAD_MS)
             for item in claimed:
                 task = asyncio.get_running_loop().create_task(self._executor.run(item))
                 self._tasks.add(task)

@@ -733,3 +733,12 @@ async def test_purge_deletes_old_ended_runs_and_unneeded_events_only(store: base
     assert await store.get_event("live") is not None
     assert await store.get_event("old") is None and await store.get_event("lone") is None
     assert running_item.run_id == "running"
+
+
+async def test_claiming_ahead_of_time_starts_runs_at_now_not_at_the_due_time(store: base.Store) -> None:
+    await store.ingest([event()], [new_run("soon", due=NOW + 20)], NOW)
+    (item,) = await store.claim_due(NOW, 10, OWNER, LEASE, due_by=NOW + 25)
+    assert item.run_id == "soon" and item.lease_until == NOW + LEASE
+    run = await store.get_run("soon")
+    assert run is not None and run.started_at == NOW
+    assert await store.claim_due(NOW, 10, OWNER, LEASE, due_by=NOW + 25) == []

@@ -364,8 +364,10 @@ class Store(Protocol):
         ...
 
     # -- the queue
-    async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int) -> list[QueueItem]:
-        """Lease up to `limit` items due at `now` that nobody holds (or whose lease ran out).
+    async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int, *,
+                        due_by: int | None = None) -> list[QueueItem]:
+        """Lease up to `limit` items due by `due_by` (default `now`) that nobody holds (or whose lease ran
+        out at `now`); a run starts, and leases count, from `now`.
 
         Runs of the claimed items that were QUEUED become RUNNING, started at `now`.
         """

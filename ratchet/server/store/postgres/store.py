@@ -176,11 +176,12 @@ class PostgresStore(FlowMixin, RunsMixin):
 
     # ------------------------------------------------------------------------------ queue
 
-    async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int) -> list[base.QueueItem]:
+    async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int, *,
+                        due_by: int | None = None) -> list[base.QueueItem]:
         async def body(conn: Conn) -> list[base.QueueItem]:
             # Rows other claimers hold are skipped, not waited for: several servers split the due items.
             rows = await self._admit_txn(conn, list(await conn.fetch(
-                q.DUE_SKIP_LOCKED, now, limit * CANDIDATES_PER_CLAIM)), limit)
+                q.DUE_SKIP_LOCKED, now if due_by is None else due_by, limit * CANDIDATES_PER_CLAIM)), limit)
             if len(rows) < limit:
                 rows += await conn.fetch(q.EXPIRED_SKIP_LOCKED, now, limit - len(rows))
             if not rows:

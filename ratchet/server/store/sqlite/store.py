@@ -319,12 +319,14 @@ class SqliteStore(FlowMixin):
 
     # ------------------------------------------------------------------------------ queue
 
-    async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int) -> list[base.QueueItem]:
+    async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int, *,
+                        due_by: int | None = None) -> list[base.QueueItem]:
         db = self._db
         with self._write():
             rows = self._admit_txn(db.execute(
                 f"SELECT {QUEUE_COLS} FROM queue WHERE lease_owner IS NULL AND blocked = 0 AND due_at <= ? "
-                "ORDER BY due_at - priority, id LIMIT ?", (now, limit * CANDIDATES_PER_CLAIM)).fetchall(), limit)
+                "ORDER BY due_at - priority, id LIMIT ?", (now if due_by is None else due_by,
+                                                            limit * CANDIDATES_PER_CLAIM)).fetchall(), limit)
             if len(rows) < limit:
                 rows += db.execute(
                     f"SELECT {QUEUE_COLS} FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= ? "
