@@ -45,20 +45,9 @@ def dev(
         "--retention-days", help="Delete runs (and events nothing needs) this many days after they end.")] = None,
 ) -> None:
     """Start the dev server: SQLite, no keys, apps synced from -u URLs."""
-    if not 1 <= port <= 65535:
-        raise _fail(f"--port must be between 1 and 65535, got {port}")
     if retry_interval is not None and retry_interval < 0:
         raise _fail(f"--retry-interval must not be negative, got {retry_interval}")
-    for url in urls or []:
-        if not url.startswith(("http://", "https://")):
-            raise _fail(f"-u must be an http(s) URL, got {url!r}")
-    level = log_level.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
-    if not 1 <= lease_seconds <= 3600:
-        raise _fail(f"--lease-seconds must be between 1 and 3600, got {lease_seconds:g}")
-    if retention_days is not None and retention_days <= 0:
-        raise _fail(f"--retention-days must be positive, got {retention_days:g}")
+    level = _check_server_options(port, urls, log_level, lease_seconds, retention_days)
     db_url = _db_url(db, postgres_uri)
     policy = retry.RetryPolicy(fixed_s=retry_interval) if retry_interval is not None else retry.RetryPolicy()
     cfg = config_mod.ServerConfig(host=host, port=port, db_url=db_url, kind="dev", app_urls=tuple(urls or ()),
@@ -104,18 +93,7 @@ def start(
     for key in event_keys:
         if not key.strip():
             raise _fail("--event-key must not be empty")
-    if not 1 <= port <= 65535:
-        raise _fail(f"--port must be between 1 and 65535, got {port}")
-    for url in urls or []:
-        if not url.startswith(("http://", "https://")):
-            raise _fail(f"-u must be an http(s) URL, got {url!r}")
-    level = log_level.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
-    if not 1 <= lease_seconds <= 3600:
-        raise _fail(f"--lease-seconds must be between 1 and 3600, got {lease_seconds:g}")
-    if retention_days is not None and retention_days <= 0:
-        raise _fail(f"--retention-days must be positive, got {retention_days:g}")
+    level = _check_server_options(port, urls, log_level, lease_seconds, retention_days)
     db_url = _db_url(db, postgres_uri)
     keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
     tokens = tuple(t for t in api_tokens or () if t.strip())
@@ -165,6 +143,24 @@ def keys_new() -> None:
     typer.echo(f"RATCHET_SIGNING_KEY={auth.new_signing_key()}")
     typer.echo(f"RATCHET_EVENT_KEY={auth.new_event_key()}")
     typer.echo(f"RATCHET_API_TOKEN={auth.new_api_token()}")
+
+
+def _check_server_options(port: int, urls: list[str] | None, log_level: str, lease_seconds: float,
+                          retention_days: float | None) -> str:
+    """The options `dev` and `start` share; exits 2 naming the first bad one. Returns the log level."""
+    if not 1 <= port <= 65535:
+        raise _fail(f"--port must be between 1 and 65535, got {port}")
+    for url in urls or []:
+        if not url.startswith(("http://", "https://")):
+            raise _fail(f"-u must be an http(s) URL, got {url!r}")
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    if not 1 <= lease_seconds <= 3600:
+        raise _fail(f"--lease-seconds must be between 1 and 3600, got {lease_seconds:g}")
+    if retention_days is not None and retention_days <= 0:
+        raise _fail(f"--retention-days must be positive, got {retention_days:g}")
+    return level
 
 
 def _auth_header(api_token: str | None) -> dict[str, str]:
