@@ -327,3 +327,21 @@ def test_an_oversized_step_output_fails_the_run_clearly() -> None:
     out = decide(run_call(), reply(206, [op("StepRun", data=big)]))
     assert isinstance(out[0], base.FinishRun) and out[0].status == protocol.RunStatus.FAILED
     assert out[0].output["name"] == "StepOutputTooLarge" and "'a'" in out[0].output["message"]
+
+
+def test_the_failed_event_says_which_status_the_app_replied_with() -> None:
+    body = {"name": "NonRetriableError", "message": "nope", "stack": "tb"}
+    out = steps.decide(run_call(), reply(400, body, {"x-inngest-no-retry": "true"}), now=NOW, policy=POLICY,
+                       rand=0)
+    (emit,) = [c for c in out if isinstance(c, base.Emit)]
+    failed = {e["name"]: e for e in emit.events}["inngest/function.failed"]
+    assert failed["data"]["error"]["error"] == "invalid status code: 400"
+
+
+def test_a_run_the_engine_fails_is_summarised_by_its_error_name() -> None:
+    out = steps.decide(run_call(step_count=steps.MAX_STEPS_PER_RUN), reply(206, [op("StepRun", data=1)]), now=NOW,
+                       policy=POLICY, rand=0)
+    (emit,) = [c for c in out if isinstance(c, base.Emit)]
+    failed = {e["name"]: e for e in emit.events}["inngest/function.failed"]
+    (finish,) = [c for c in out if isinstance(c, base.FinishRun)]
+    assert failed["data"]["error"]["error"] == finish.output["name"] != "Error"

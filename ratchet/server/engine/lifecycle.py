@@ -40,12 +40,16 @@ def invoked_event(*, target_fn: str, payload: dict[str, Any], correlation_id: st
     return event
 
 
-def _failure_error(output: Any, status: protocol.RunStatus) -> dict[str, Any]:
-    """The `error` object of a failure event: the final error body plus an `error` summary."""
+def _failure_error(output: Any, status: protocol.RunStatus, summary: str | None) -> dict[str, Any]:
+    """The `error` object of a failure event: the final error body plus an `error` summary (the app's
+    reply status when the app failed the run, else the engine's error name)."""
     body = output if isinstance(output, dict) else {}
     name = body.get("name") if isinstance(body.get("name"), str) else "Error"
     message = body.get("message") if isinstance(body.get("message"), str) else str(output)
-    summary = "function cancelled" if status == protocol.RunStatus.CANCELLED else "invalid status code: 500"
+    if status == protocol.RunStatus.CANCELLED:
+        summary = "function cancelled"
+    elif summary is None:
+        summary = name
     out: dict[str, Any] = {"error": summary, "name": name, "message": message}
     if "stack" in body:
         out["stack"] = body["stack"]
@@ -53,16 +57,18 @@ def _failure_error(output: Any, status: protocol.RunStatus) -> dict[str, Any]:
 
 
 def run_ended_events(*, run_id: str, function_slug: str, events: list[dict[str, Any]],
-                     status: protocol.RunStatus, output: Any, finished: bool = True) -> tuple[dict[str, Any], ...]:
+                     status: protocol.RunStatus, output: Any, finished: bool = True,
+                     summary: str | None = None) -> tuple[dict[str, Any], ...]:
     """`function.failed` or `function.cancelled` when the run did not complete, and `function.finished`
     unless `finished` is false (nothing listens: the run was not invoked and no function triggers on it,
     so the executor skips an event per completed run). The failed event's id is the run id, so it
-    starts each `on_failure` function once."""
+    starts each `on_failure` function once. `summary` is the error's `error` field, e.g.
+    `invalid status code: 400` for a run the app's reply failed."""
     event = events[0] if events else {}
     base: dict[str, Any] = {"function_id": function_slug, "run_id": run_id, "event": event, "events": events}
     correlation = invoke_meta(event).get("correlation_id")
     out: list[dict[str, Any]] = []
-    error = None if status == protocol.RunStatus.COMPLETED else _failure_error(output, status)
+    error = None if status == protocol.RunStatus.COMPLETED else _failure_error(output, status, summary)
     if finished or correlation is not None:
         data = dict(base, _inngest={"status": status.value})
         if correlation is not None:

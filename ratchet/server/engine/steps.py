@@ -65,11 +65,13 @@ def decide(call: Call, reply: Reply | NoReply, *, now: int, policy: retry.RetryP
     A decision that ends the run also emits the run's lifecycle events (`lifecycle.run_ended_events`).
     """
     commands = _decide(call, reply, now=now, policy=policy, rand=rand)
+    # A run the app's reply failed says which status it replied with (a non-retriable error may be a 400).
+    summary = f"invalid status code: {reply.status}" if isinstance(reply, Reply) and reply.status >= 300 else None
     for cmd in commands:
         if isinstance(cmd, base.FinishRun):
             ended = lifecycle.run_ended_events(run_id=call.run_id, function_slug=call.function_slug,
                                                events=list(call.events), status=cmd.status, output=cmd.output,
-                                               finished=call.emit_finished)
+                                               finished=call.emit_finished, summary=summary)
             if ended:
                 commands.append(base.Emit(ended))
             break
