@@ -28,6 +28,9 @@ class ServerConfig:
     lease_s: float = 30.0
     #: Runs that ended, and events nothing needs, are deleted after this long (None: kept for ever).
     retention_s: float | None = None
+    #: First wait before a queue item whose handling failed (an engine error) is handled again; see
+    #: `retry.item_retry_delay_ms` (after `retry.MAX_ITEM_FAILURES` failures it is dead-lettered).
+    item_retry_base_ms: int = 1000
     #: Calls in flight at once on this node.
     max_in_flight: int = 256
     #: Largest event accepted by the event API (bytes of JSON).

@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 
 from ratchet import protocol
+from ratchet.server import auth, ids, ingest
 from ratchet.server import config as config_mod
-from ratchet.server import ids, ingest
 from ratchet.server import transport as transport_mod
-from ratchet.server.engine import cron, lifecycle, steps, waits
+from ratchet.server.engine import cron, lifecycle, retry, steps, waits
 from ratchet.server.store import base
 
 log = logging.getLogger("ratchet.executor")
@@ -110,14 +110,18 @@ class Executor:
             # Claimed a little ahead of time (the scheduler's lookahead): never start early. The loop
             # covers a timer that fires a moment before the wall clock reaches the due time.
             await asyncio.sleep(early_ms / 1000)
+        if item.failures >= retry.MAX_ITEM_FAILURES:
+            # Its lease ran out once too often (each node handling it died or hung): a poison item.
+            await self._give_up(item, item.failure or base.LEASE_EXPIRED)
+            return
         pending: list[tuple[base.QueueItem, base.RunState | None]] = [(item, None)]
         while pending:
             current, state = pending.pop()
             try:
                 ready, state = await self._run_one(current, state)
-            except Exception:
-                # Never lose an item to a bug: it stays leased and comes back when the lease runs out.
+            except Exception as exc:
                 log.exception("executor failed on queue item %s of run %s", current.id, current.run_id)
+                await self._item_failed(current, f"{type(exc).__name__}: {exc}"[:2000])
                 return
             if ready:
                 pending.append((ready[0], state))
@@ -138,10 +142,9 @@ class Executor:
             await store.apply(item, self.owner, [], now, self._lease_ms)
             return (), None
         if state.function is None:
+            # Nothing can ever handle it: dead-lettered (and the run failed) at once, not tried again.
             message = f"function {state.run.function_slug!r} no longer exists"
-            await store.apply(item, self.owner, [base.FinishRun(protocol.RunStatus.FAILED,
-                                                                {"name": "FunctionNotFound", "message": message},
-                                                                error=message)], now, self._lease_ms)
+            await self._give_up(item, message, name="FunctionNotFound", state=state)
             return (), None
         if state.run.status == protocol.RunStatus.QUEUED:
             await store.mark_running(item.run_id, now)
@@ -191,9 +194,53 @@ class Executor:
         elif item.kind in (base.ItemKind.DEBOUNCE, base.ItemKind.BATCH):
             await self._fire_pending(item, now)
         else:
-            log.error("dropping queue item %s of unknown kind %r", item.id, item.kind)
-            await store.apply(item, self.owner, [], now, self._lease_ms)
+            await self._give_up(item, f"unknown queue item kind {item.kind!r}")
         return ()
+
+    async def _item_failed(self, item: base.QueueItem, reason: str) -> None:
+        """Handling `item` raised: release it to be tried again after a backoff, or dead-letter it once it
+        failed `retry.MAX_ITEM_FAILURES` times. If even that cannot be written (the store is down), the
+        item stays leased and comes back when the lease runs out, which counts as a failure too."""
+        failures = item.failures + 1
+        delay = retry.item_retry_delay_ms(failures, self._cfg.item_retry_base_ms)
+        try:
+            if delay is None:
+                await self._give_up(item, reason, failures=failures)
+            else:
+                now = _now_ms()
+                if await self._store.fail_item(item, self.owner, reason, now, now + delay):
+                    self._notify()
+        except Exception:
+            log.exception("could not record the failure of queue item %s", item.id)
+
+    async def _give_up(self, item: base.QueueItem, reason: str, *, failures: int | None = None,
+                       name: str = "DeadLettered", state: base.RunState | None = None) -> None:
+        """Take a poison item out of the queue into the dead letters with `reason`; the run it belongs to
+        (if it has not ended) fails with that reason, emitting its lifecycle events as any failure does."""
+        failures = item.failures if failures is None else failures
+        detail = f"{reason} (after {failures} failures)" if failures else reason
+        log.error("dead-lettering queue item %s (%s) of %s: %s", item.id, item.kind, item.run_id, detail)
+        now = _now_ms()
+        commands: list[base.Command] = []
+        if item.kind in (base.ItemKind.CALL, base.ItemKind.TIMEOUT, base.ItemKind.RUN_TIMEOUT):
+            output = {"name": name, "message": detail}
+            commands = [base.FinishRun(protocol.RunStatus.FAILED, output, error=detail)]
+            try:
+                run = state.run if state is not None else await self._store.get_run(item.run_id)
+                if run is not None and not run.status.is_terminal:
+                    events = ([e.wire() for e in state.events] if state is not None
+                              else [e.wire() for e in await self._store.get_events(list(run.event_ids))])
+                    commands.append(base.Emit(lifecycle.run_ended_events(
+                        run_id=run.id, function_slug=run.function_slug, events=events,
+                        status=protocol.RunStatus.FAILED, output=output,
+                        finished=self.ingestor.has_listeners(lifecycle.FINISHED))))
+            except Exception:
+                # The run still fails (without its lifecycle events) rather than hanging for ever.
+                log.exception("could not load run %s to emit its failure", item.run_id)
+        applied = await self._store.apply(item, self.owner, commands, now, self._lease_ms,
+                                          dead_letter=base.GiveUp(reason, failures))
+        if applied.enqueued_future:
+            self._notify()
 
     async def _run_timeout(self, item: base.QueueItem, now: int) -> None:
         """`timeouts.start`: cancel a run that has not started; `timeouts.finish`: one that has not ended."""
@@ -275,8 +322,7 @@ class Executor:
             headers[protocol.Header.SIGNATURE] = protocol.sign(body, self._cfg.signing_keys[0])
         reply = await self._transport.request("POST", url, body, headers, self._cfg.call_timeout_s)
         if (self._cfg.signing_keys and isinstance(reply, steps.Reply)
-                and not protocol.verify_signature(reply.body, reply.headers.get(protocol.Header.SIGNATURE),
-                                                  list(self._cfg.signing_keys))):
+                and not auth.reply_signed(reply, self._cfg.signing_keys)):
             # Production mode: only replies signed with our key count (a tampered one is a failed call).
             return steps.NoReply(f"the reply from {url} (status {reply.status}) has no valid signature")
         return reply

@@ -742,3 +742,87 @@ async def test_claiming_ahead_of_time_starts_runs_at_now_not_at_the_due_time(sto
     run = await store.get_run("soon")
     assert run is not None and run.started_at == NOW
     assert await store.claim_due(NOW, 10, OWNER, LEASE, due_by=NOW + 25) == []
+
+
+# ------------------------------------------------------------------------------ poison items and dead letters
+
+async def test_fail_item_counts_the_failure_and_releases_the_item_until_retry_at(store: base.Store) -> None:
+    item = await started(store)
+    assert item.failures == 0 and item.failure is None
+    assert not await store.fail_item(item, "node-b", "boom", NOW, NOW + 1000)  # not node-b's: nothing written
+    assert await store.fail_item(item, OWNER, "KeyError: 'x'", NOW, NOW + 1000)
+    assert await store.claim_due(NOW + 999, 10, OWNER, LEASE) == []
+    (again,) = await store.claim_due(NOW + 1000, 10, OWNER, LEASE)
+    assert (again.id, again.attempt, again.failures, again.failure) == (item.id, 0, 1, "KeyError: 'x'")
+
+
+async def test_a_lease_that_runs_out_counts_as_a_failure(store: base.Store) -> None:
+    item = await started(store)
+    (taken,) = await store.claim_due(NOW + LEASE, 10, "node-b", LEASE)
+    assert (taken.id, taken.failures, taken.failure) == (item.id, 1, base.LEASE_EXPIRED)
+    (again,) = await store.claim_due(NOW + 2 * LEASE, 10, "node-c", LEASE)
+    assert again.failures == 2
+
+
+async def test_releasing_every_lease_at_start_up_counts_a_failure_but_releasing_ones_own_does_not(
+        store: base.Store) -> None:
+    item = await started(store)
+    await store.release_leases(OWNER)
+    (again,) = await store.claim_due(NOW, 10, OWNER, LEASE)
+    assert again.failures == 0
+    await store.release_leases()
+    (third,) = await store.claim_due(NOW, 10, OWNER, LEASE)
+    assert (third.id, third.failures) == (item.id, 1)
+
+
+async def test_fail_item_frees_the_concurrency_slot_meanwhile(store: base.Store) -> None:
+    await store.ingest([event()], [keyed_run("a0"), keyed_run("a1")], NOW)
+    (first,) = await store.claim_due(NOW, 10, OWNER, LEASE)
+    assert await store.fail_item(first, OWNER, "boom", NOW, NOW + 1000)
+    (other,) = await store.claim_due(NOW, 10, OWNER, LEASE)
+    assert other.run_id != first.run_id
+
+
+async def test_a_dead_lettered_item_leaves_the_queue_with_its_reason_and_fails_the_run(store: base.Store) -> None:
+    item = await started(store)
+    assert await store.fail_item(item, OWNER, "boom", NOW, NOW)
+    (again,) = await store.claim_due(NOW, 10, OWNER, LEASE)
+    fail = base.FinishRun(protocol.RunStatus.FAILED, {"name": "DeadLettered", "message": "boom"}, error="boom")
+    applied = await store.apply(again, OWNER, [fail], NOW + 5, LEASE, dead_letter=base.GiveUp("boom", 2))
+    assert applied.accepted
+    assert await store.claim_due(NOW + 10 * LEASE, 10, OWNER, LEASE) == []  # gone from the queue
+    (letter,) = await store.list_dead_letters()
+    assert (letter.item_id, letter.run_id, letter.kind, letter.target, letter.failures, letter.reason,
+            letter.created_at) == (item.id, "run1", "call", item.target, 2, "boom", NOW + 5)
+    run = await store.get_run("run1")
+    assert run is not None and run.status == protocol.RunStatus.FAILED and run.error == "boom"
+
+
+async def test_dead_letters_list_newest_first_by_run_and_page(store: base.Store) -> None:
+    await store.sync_app(app_record(), [fn_record()])
+    await store.ingest([event()], [new_run(f"r{i}") for i in range(3)], NOW)
+    items = sorted(await store.claim_due(NOW, 10, OWNER, LEASE), key=lambda i: i.run_id)
+    for i, item in enumerate(items):
+        await store.apply(item, OWNER, [], NOW + i, LEASE, dead_letter=base.GiveUp(f"reason {i}", 0))
+    letters = await store.list_dead_letters()
+    assert [d.run_id for d in letters] == ["r2", "r1", "r0"]
+    assert [d.run_id for d in await store.list_dead_letters(limit=1, before=letters[0].id)] == ["r1"]
+    assert [d.reason for d in await store.list_dead_letters(run_id="r0")] == ["reason 0"]
+    assert await store.purge(NOW + 2, NOW + 2) >= 0
+    assert [d.run_id for d in await store.list_dead_letters()] == ["r2"]  # older ones went with retention
+
+
+async def test_a_dead_letter_of_an_item_that_is_not_held_is_not_written(store: base.Store) -> None:
+    item = await started(store)
+    applied = await store.apply(item, "node-b", [], NOW, LEASE, dead_letter=base.GiveUp("boom", 1))
+    assert not applied.accepted
+    assert await store.list_dead_letters() == []
+
+
+async def test_a_run_state_has_no_function_once_a_sync_removed_it(store: base.Store) -> None:
+    item = await started(store)
+    state = await store.load_run_state(item.run_id, NOW)
+    assert state is not None and state.function is not None
+    await store.sync_app(app_record(checksum="c2"), [fn_record("app-other")])
+    state = await store.load_run_state(item.run_id, NOW)
+    assert state is not None and state.function is None

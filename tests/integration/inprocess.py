@@ -80,7 +80,8 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def start_stack(tmp_path: Path, *, signing_key: str | None = None, event_key: str | None = None,
-                      api_token: str | None = None, retention_s: float | None = None) -> AsyncIterator[Stack]:
+                      api_token: str | None = None, retention_s: float | None = None,
+                      item_retry_base_ms: int = 20) -> AsyncIterator[Stack]:
     """With `signing_key` (and `event_key`) the server runs in production mode and the SDK client too."""
     holder: dict[str, Any] = {}
 
@@ -92,7 +93,8 @@ async def start_stack(tmp_path: Path, *, signing_key: str | None = None, event_k
                                   kind="cloud" if signing_key else "dev",
                                   signing_keys=(signing_key,) if signing_key else (),
                                   event_keys=(event_key,) if event_key else (),
-                                  api_tokens=(api_token,) if api_token else (), retention_s=retention_s)
+                                  api_tokens=(api_token,) if api_token else (), retention_s=retention_s,
+                                  item_retry_base_ms=item_retry_base_ms)
     server = server_app.create_app(cfg, transport=transport)
     client = ratchet.Client(app_id="inproc", is_production=signing_key is not None, api_base_url=SERVER,
                             event_api_base_url=SERVER, signing_key=signing_key, event_key=event_key,

@@ -212,3 +212,23 @@ async def run_actions(request: Request) -> Response:
     """`GET /v0/runs/{id}/actions`: the run's memo (step hash → result), for `use_api` calls."""
     state = await _run_state(request)
     return state if isinstance(state, Response) else json_response(state.memo)
+
+
+def dead_letter_json(d: base.DeadLetter) -> dict[str, Any]:
+    return {"id": d.id, "item_id": d.item_id, "run_id": d.run_id, "kind": d.kind, "target": d.target,
+            "attempt": d.attempt, "payload": d.payload, "failures": d.failures, "reason": d.reason,
+            "created_at": d.created_at, "cursor": str(d.id)}
+
+
+async def list_dead_letters(request: Request) -> Response:
+    """`GET /v1/dead-letters?limit=&before=&run_id=`: poison queue items taken out of the queue, newest first."""
+    limit = _limit(request)
+    if isinstance(limit, Response):
+        return limit
+    raw_before = request.query_params.get("before")
+    if raw_before is not None and not raw_before.isdigit():
+        return error(400, f"before: must be the `cursor` of a dead letter from the previous page, got {raw_before!r}")
+    letters = await services(request).store.list_dead_letters(
+        limit=limit, before=None if raw_before is None else int(raw_before),
+        run_id=request.query_params.get("run_id"))
+    return json_response({"data": [dead_letter_json(d) for d in letters]})

@@ -9,6 +9,9 @@ from ratchet import protocol
 
 #: Exponential backoff by attempt (seconds), as the protocol's reference server uses.
 DEFAULT_BACKOFF_S = (15, 30, 60, 120, 300, 600, 1200, 2400, 3600, 7200)
+#: Handling a queue item may fail this many times (engine errors, or leases that ran out because the node
+#: holding it died) before the item is dead-lettered instead of tried again.
+MAX_ITEM_FAILURES = 5
 #: `retry-after` is clamped to this range (ms).
 RETRY_AFTER_MIN_MS = 1000
 RETRY_AFTER_MAX_MS = 24 * 3600 * 1000
@@ -53,3 +56,11 @@ def parse_retry_after(value: str | None, now_ms: int) -> int | None:
         delay = int(at.timestamp() * 1000) - now_ms
     delay = max(RETRY_AFTER_MIN_MS, min(RETRY_AFTER_MAX_MS, delay))
     return now_ms + delay
+
+
+def item_retry_delay_ms(failures: int, base_ms: int = 1000) -> int | None:
+    """How long to wait before handling a queue item again after its `failures`-th failure (`base_ms`,
+    then 4x more each time: 1 s, 4 s, 16 s, 64 s by default); None once it must be dead-lettered."""
+    if failures >= MAX_ITEM_FAILURES:
+        return None
+    return base_ms * 4 ** max(0, failures - 1)

@@ -117,6 +117,37 @@ class QueueItem:
     lease_until: int | None = None
     kind: str = "call"  #: one of ItemKind
     payload: Any = None
+    #: times handling it failed (an engine error, or a lease that ran out) and the last such failure
+    failures: int = 0
+    failure: str | None = None
+
+
+#: Why an item whose lease ran out is handled again (the node holding it died or hung).
+LEASE_EXPIRED = "its lease ran out before it was handled (the node holding it stopped or hung)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Why a poison item is dead-lettered, and after how many failures (see `Store.apply`)."""
+
+    reason: str
+    failures: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A poison queue item, taken out of the queue after failing `failures` times; `reason` says why."""
+
+    id: int
+    item_id: int
+    run_id: str
+    kind: str
+    target: str
+    attempt: int
+    payload: Any
+    failures: int
+    reason: str
+    created_at: int
 
 
 class ItemKind(enum.StrEnum):
@@ -155,7 +186,7 @@ class RunState:
     """All a call to the app needs, loaded in one transaction."""
 
     run: RunRecord
-    function: FunctionRecord | None  #: None when the function was removed since the run started
+    function: FunctionRecord | None  #: None when its app's last sync removed the function
     events: tuple[EventRecord, ...]
     memo: dict[str, Any]  #: step hash -> memo, only finished steps
 
@@ -367,7 +398,7 @@ class Store(Protocol):
     async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int, *,
                         due_by: int | None = None) -> list[QueueItem]:
         """Lease up to `limit` items due by `due_by` (default `now`) that nobody holds (or whose lease ran
-        out at `now`); a run starts, and leases count, from `now`.
+        out at `now`: that counts as a failure, `LEASE_EXPIRED`); a run starts, and leases count, from `now`.
 
         Runs of the claimed items that were QUEUED become RUNNING, started at `now`.
         """
@@ -378,12 +409,24 @@ class Store(Protocol):
         ...
 
     async def apply(self, item: QueueItem, owner: str, commands: list[Command], now: int,
-                    lease_ms: int) -> Applied:
+                    lease_ms: int, *, dead_letter: GiveUp | None = None) -> Applied:
         """Apply the engine's decision for a claimed item and release it, in one transaction.
 
         Items enqueued due at or before `now` come back leased to `owner` so the caller can run them
-        at once without a round through the scheduler.
+        at once without a round through the scheduler. With `dead_letter`, the item is also recorded
+        as a dead letter with that reason and count (it is removed from the queue either way).
         """
+        ...
+
+    async def fail_item(self, item: QueueItem, owner: str, reason: str, now: int, retry_at: int) -> bool:
+        """Handling a claimed item failed: count the failure, keep `reason`, and release the item to be
+        handled again at `retry_at` (its concurrency slots are freed meanwhile). False when the item is
+        no longer held by `owner` (nothing written)."""
+        ...
+
+    async def list_dead_letters(self, *, limit: int = 100, before: int | None = None,
+                                run_id: str | None = None) -> list[DeadLetter]:
+        """Dead letters, newest first (`before`: ids below it, for paging)."""
         ...
 
     async def pause_index_paths(self, event_name: str) -> list[str]:
@@ -436,7 +479,8 @@ class Store(Protocol):
         ...
 
     async def release_leases(self, owner: str | None = None) -> int:
-        """Drop leases (all, or those of `owner`); used when a single-node server restarts."""
+        """Drop leases (all, or those of `owner`); used when a single-node server restarts. Dropping all
+        leases (a predecessor died holding them) counts a failure of each item, as in `claim_due`."""
         ...
 
     async def mark_running(self, run_id: str, now: int) -> None: ...

@@ -48,7 +48,13 @@ def step_row(row: Row) -> base.StepRecord:
 
 def item_row(row: Row) -> base.QueueItem:
     return base.QueueItem(id=row[0], run_id=row[1], target=row[2], attempt=row[3], due_at=row[4],
-                          lease_owner=row[5], lease_until=row[6], kind=row[7], payload=loads(row[8]))
+                          lease_owner=row[5], lease_until=row[6], kind=row[7], payload=loads(row[8]),
+                          failures=row[9], failure=row[10])
+
+
+def dead_letter_row(row: Row) -> base.DeadLetter:
+    return base.DeadLetter(id=row[0], item_id=row[1], run_id=row[2], kind=row[3], target=row[4], attempt=row[5],
+                           payload=loads(row[6]), failures=row[7], reason=row[8], created_at=row[9])
 
 
 def pause_row(row: Row) -> base.PauseRecord:

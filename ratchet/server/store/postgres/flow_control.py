@@ -191,7 +191,8 @@ class FlowMixin:
         # The in-flight counts must hold until the commit: another claimer or an `apply` that leases a
         # follow-up call takes the same key locks first.
         await lock_names_txn(conn, [key_lock(k) for k in limits])
-        in_flight = {k: await self._in_flight_txn(conn, k) for k in limits}
+        counted = dict(await conn.fetch(q.IN_FLIGHT_MANY, list(limits)))  # one round trip under the locks
+        in_flight = {k: int(counted.get(k, 0)) for k in limits}
         candidates = [flow.Candidate(item_id=r[0], keys=tuple(k for k, _ in keyed.get(r[0], ())), order_key=i,
                                      fair_key=keyed[r[0]][0][0] if r[0] in keyed else None)
                       for i, r in enumerate(rows)]

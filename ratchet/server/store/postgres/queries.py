@@ -10,7 +10,8 @@ RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_a
             "stack, force_step_plan, error")
 EVENT_COLS = 'internal_id, id, name, data, ts, received_at, v, "user", seq'
 STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts"
-QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until, kind, payload"
+QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until, kind, payload, failures, failure"
+DEAD_LETTER_COLS = "id, item_id, run_id, kind, target, attempt, payload, failures, reason, created_at"
 PAUSE_COLS = ("id, run_id, kind, step_hash, step_name, event_name, expression, index_path, index_value, "
               "created_at, expires_at")
 FUNCTION_COLS = "slug, app_id, name, config, url"
@@ -45,6 +46,8 @@ DELETE_APP_CRONS = ("DELETE FROM queue WHERE kind = 'cron' AND run_id IN "
 SET_APP_ERROR = "UPDATE apps SET error = $2 WHERE url = $1"
 FUNCTIONS = f"SELECT {FUNCTION_COLS} FROM functions WHERE NOT archived ORDER BY slug"
 FUNCTION = f"SELECT {FUNCTION_COLS} FROM functions WHERE slug = $1"
+#: The function a run calls, unless its app's last sync removed it.
+LIVE_FUNCTION = f"SELECT {FUNCTION_COLS} FROM functions WHERE slug = $1 AND NOT archived"
 
 # ------------------------------------------------------------------------------------------------ events
 
@@ -109,10 +112,21 @@ DUE_SKIP_LOCKED = (f"SELECT {QUEUE_COLS} FROM queue WHERE lease_owner IS NULL AN
 EXPIRED_SKIP_LOCKED = (f"SELECT {QUEUE_COLS} FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= $1 "
                        "ORDER BY lease_until, id LIMIT $2 FOR UPDATE SKIP LOCKED")
 LEASE = "UPDATE queue SET lease_owner = $2, lease_until = $3 WHERE id = ANY($1::bigint[])"
+#: Items whose holder died or hung (their lease ran out) count a failure; see dead letters.
+COUNT_EXPIRED = "UPDATE queue SET failures = failures + 1, failure = $2 WHERE id = ANY($1::bigint[])"
+FAIL_ITEM = ("UPDATE queue SET failures = failures + 1, failure = $3, due_at = $4, lease_owner = NULL, "
+             "lease_until = NULL WHERE id = $1 AND lease_owner = $2")
+INSERT_DEAD_LETTER = ("INSERT INTO dead_letters (item_id, run_id, kind, target, attempt, payload, failures, reason, "
+                      "created_at) SELECT id, run_id, kind, target, attempt, payload, $4, $2, $3 "
+                      "FROM queue WHERE id = $1")
+DEAD_LETTERS = (f"SELECT {DEAD_LETTER_COLS} FROM dead_letters WHERE ($1::bigint IS NULL OR id < $1) "
+                "AND ($2::text IS NULL OR run_id = $2) ORDER BY id DESC LIMIT $3")
+PURGE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE created_at < $1"
 NEXT_DUE_AT = ("SELECT min(t) FROM (SELECT min(due_at) AS t FROM queue WHERE lease_owner IS NULL AND NOT blocked "
                "UNION ALL SELECT min(lease_until) FROM queue WHERE lease_owner IS NOT NULL) s")
 UNBLOCK_ALL = "UPDATE queue SET blocked = FALSE WHERE blocked"
-RELEASE_ALL = "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL"
+RELEASE_ALL = ("UPDATE queue SET lease_owner = NULL, lease_until = NULL, failures = failures + 1, failure = $1 "
+               "WHERE lease_owner IS NOT NULL")
 RELEASE_OWNER = "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1"
 HELD_FOR_UPDATE = "SELECT 1 FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE"
 DELETE_HELD = "DELETE FROM queue WHERE id = $1 AND lease_owner = $2"
@@ -145,13 +159,19 @@ ITEMS_KEYS = "SELECT key, item_id, lim FROM item_keys WHERE item_id = ANY($1::bi
 ADD_ITEM_KEY = "INSERT INTO item_keys (key, item_id, lim) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
 IN_FLIGHT = ("SELECT count(*) FROM item_keys k JOIN queue q ON q.id = k.item_id WHERE k.key = $1 "
              "AND q.lease_owner IS NOT NULL AND q.id != $2")
+#: `IN_FLIGHT` of several keys in one statement (a key with nothing in flight has no row).
+IN_FLIGHT_MANY = ("SELECT k.key, count(*) FROM queue q JOIN item_keys k ON k.item_id = q.id "
+                  "WHERE q.lease_owner IS NOT NULL AND k.key = ANY($1::text[]) GROUP BY k.key")
 BLOCK = "UPDATE queue SET blocked = TRUE WHERE id = ANY($1::bigint[])"
-#: Unblock up to `$2` blocked calls of key `$1` whose other keys all have room, in queue order.
+#: Unblock up to `$2` blocked calls of key `$1` whose other keys all have room, in queue order. The
+#: in-flight count of every key is computed once (`busy`, from the few leased items), not once per
+#: blocked call: per call it took ~0.5 s under a function-wide key with a thousand calls queued.
 UNBLOCK = (
+    "WITH busy AS (SELECT f.key, count(*) AS n FROM queue fq JOIN item_keys f ON f.item_id = fq.id "
+    "WHERE fq.lease_owner IS NOT NULL GROUP BY f.key) "
     "UPDATE queue SET blocked = FALSE WHERE id IN (SELECT q.id FROM item_keys k JOIN queue q ON "
     "q.id = k.item_id WHERE k.key = $1 AND q.blocked AND NOT EXISTS (SELECT 1 FROM item_keys o "
-    "WHERE o.item_id = q.id AND o.key != k.key AND (SELECT count(*) FROM item_keys f JOIN queue fq "
-    "ON fq.id = f.item_id WHERE f.key = o.key AND fq.lease_owner IS NOT NULL) >= o.lim) "
+    "JOIN busy b ON b.key = o.key WHERE o.item_id = q.id AND o.key != k.key AND b.n >= o.lim) "
     "ORDER BY q.due_at - q.priority, q.id LIMIT $2)")
 
 # ------------------------------------------------------------------------------------------------ pauses

@@ -6,6 +6,7 @@ from ratchet.server.store.rows import (  # noqa: F401 - re-exported for the back
     IDEMPOTENCY_MS,
     Row,
     app_row,
+    dead_letter_row,
     dumps,
     event_row,
     function_row,

@@ -109,7 +109,10 @@ CREATE TABLE queue (
     kind          TEXT NOT NULL DEFAULT 'call',
     payload       TEXT,
     priority      BIGINT NOT NULL DEFAULT 0,
-    blocked       BOOLEAN NOT NULL DEFAULT FALSE
+    blocked       BOOLEAN NOT NULL DEFAULT FALSE,
+    -- handling failures (engine errors, leases that ran out) and the last one; see dead_letters
+    failures      INTEGER NOT NULL DEFAULT 0,
+    failure       TEXT
 );
 CREATE INDEX queue_due ON queue((due_at - priority), id) WHERE lease_owner IS NULL AND NOT blocked;
 CREATE INDEX queue_lease ON queue(lease_until) WHERE lease_owner IS NOT NULL;
@@ -171,3 +174,19 @@ CREATE TABLE batches (
     first_at       BIGINT NOT NULL,
     fire_at        BIGINT NOT NULL
 );
+
+-- Poison queue items: moved here with a reason after too many failed attempts at handling them.
+CREATE TABLE dead_letters (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    item_id     BIGINT NOT NULL,
+    run_id      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    payload     TEXT,
+    failures    INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE INDEX dead_letters_created ON dead_letters(created_at);
+CREATE INDEX dead_letters_run ON dead_letters(run_id);

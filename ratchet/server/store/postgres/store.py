@@ -13,11 +13,12 @@ from collections.abc import Callable, Mapping, Sequence
 from ratchet import protocol
 from ratchet.server.store import base
 from ratchet.server.store.postgres import queries as q
-from ratchet.server.store.postgres.connection import SYNC_CHANNEL, WORK_CHANNEL, Conn, Pool
+from ratchet.server.store.postgres.connection import SYNC_CHANNEL, WORK_CHANNEL, Conn, Pool, lock_names_txn
 from ratchet.server.store.postgres.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
 from ratchet.server.store.postgres.rows import (
     IDEMPOTENCY_MS,
     app_row,
+    dead_letter_row,
     dumps,
     event_row,
     function_row,
@@ -28,7 +29,7 @@ from ratchet.server.store.postgres.rows import (
     status_count,
     step_row,
 )
-from ratchet.server.store.postgres.runs import RunsMixin
+from ratchet.server.store.postgres.runs import RunsMixin, key_lock
 
 
 class PostgresStore(FlowMixin, RunsMixin):
@@ -163,7 +164,7 @@ class PostgresStore(FlowMixin, RunsMixin):
             if row is None:
                 return None
             run = run_row(row)
-            fn_row = await conn.fetchrow(q.FUNCTION, run.function_slug)
+            fn_row = await conn.fetchrow(q.LIVE_FUNCTION, run.function_slug)
             events = await self._events_txn(conn, run.event_ids)
             memo = {h: loads(m) for h, m in await conn.fetch(q.MEMO, run_id, now)}
             return base.RunState(run=run, function=function_row(fn_row) if fn_row else None, events=tuple(events),
@@ -183,7 +184,12 @@ class PostgresStore(FlowMixin, RunsMixin):
             rows = await self._admit_txn(conn, list(await conn.fetch(
                 q.DUE_SKIP_LOCKED, now if due_by is None else due_by, limit * CANDIDATES_PER_CLAIM)), limit)
             if len(rows) < limit:
-                rows += await conn.fetch(q.EXPIRED_SKIP_LOCKED, now, limit - len(rows))
+                expired = await conn.fetch(q.EXPIRED_SKIP_LOCKED, now, limit - len(rows))
+                if expired:
+                    # The node that held them died or hung: a failure of each (an item that kills every
+                    # node handling it is dead-lettered in the end instead of going round forever).
+                    await conn.execute(q.COUNT_EXPIRED, [r[0] for r in expired], base.LEASE_EXPIRED)
+                    rows += [(*r[:9], r[9] + 1, base.LEASE_EXPIRED) for r in expired]
             if not rows:
                 return []
             until = now + lease_ms
@@ -214,6 +220,7 @@ class PostgresStore(FlowMixin, RunsMixin):
             events = int((await conn.execute(q.PURGE_EVENTS, before, held)).split()[-1])
             await conn.execute(q.PURGE_RUN_KEYS, now)
             await conn.execute(q.PURGE_FLOW_STATE, now)
+            await conn.execute(q.PURGE_DEAD_LETTERS, before)
             return runs + events
 
         return await self._pool.run(body)
@@ -231,7 +238,7 @@ class PostgresStore(FlowMixin, RunsMixin):
         async def body(conn: Conn) -> int:
             if owner is None:
                 await conn.execute(q.UNBLOCK_ALL)  # every slot is free again
-                return status_count(await conn.execute(q.RELEASE_ALL))
+                return status_count(await conn.execute(q.RELEASE_ALL, base.LEASE_EXPIRED))
             return status_count(await conn.execute(q.RELEASE_OWNER, owner))
 
         return await self._pool.run(body, notify=WORK_CHANNEL)
@@ -276,11 +283,13 @@ class PostgresStore(FlowMixin, RunsMixin):
     # ------------------------------------------------------------------------------ applying decisions
 
     async def apply(self, item: base.QueueItem, owner: str, commands: list[base.Command], now: int,
-                    lease_ms: int) -> base.Applied:
+                    lease_ms: int, *, dead_letter: base.GiveUp | None = None) -> base.Applied:
         async def body(conn: Conn) -> base.Applied:
             # The held item first (a claimer taking over its expired lease skips it while we hold it).
             if not await conn.fetchval(q.HELD_FOR_UPDATE, item.id, owner):
                 return base.Applied(accepted=False)
+            if dead_letter is not None:
+                await conn.execute(q.INSERT_DEAD_LETTER, item.id, dead_letter.reason, now, dead_letter.failures)
             keys = [(k, lim) for k, lim in await conn.fetch(q.ITEM_KEYS, item.id)]
             # The item's keys are locked with the run's, before the run row.
             result = await self._apply_run_txn(conn, item.run_id, commands, now, owner=owner, lease_ms=lease_ms,
@@ -295,3 +304,21 @@ class PostgresStore(FlowMixin, RunsMixin):
             return result
 
         return await self._pool.run(body)
+
+    async def fail_item(self, item: base.QueueItem, owner: str, reason: str, now: int, retry_at: int) -> bool:
+        async def body(conn: Conn) -> bool:
+            if not await conn.fetchval(q.HELD_FOR_UPDATE, item.id, owner):
+                return False
+            keys = [(k, lim) for k, lim in await conn.fetch(q.ITEM_KEYS, item.id)]
+            await lock_names_txn(conn, [key_lock(k) for k, _ in keys])
+            await conn.execute(q.FAIL_ITEM, item.id, owner, reason, retry_at)
+            if keys:
+                await self._unblock_txn(conn, keys)
+            await conn.execute(q.NOTIFY, WORK_CHANNEL)  # due again later, for any node
+            return True
+
+        return await self._pool.run(body)
+
+    async def list_dead_letters(self, *, limit: int = 100, before: int | None = None,
+                                run_id: str | None = None) -> list[base.DeadLetter]:
+        return [dead_letter_row(r) for r in await self._pool.fetch(q.DEAD_LETTERS, before, run_id, limit)]

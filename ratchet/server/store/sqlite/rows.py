@@ -7,6 +7,7 @@ from typing import Any
 from ratchet.server.store.rows import (  # noqa: F401 - re-exported for the backend
     IDEMPOTENCY_MS,
     app_row,
+    dead_letter_row,
     dumps,
     event_row,
     function_row,
@@ -21,7 +22,8 @@ RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_a
              "stack, force_step_plan, error")
 EVENT_COLS = "internal_id, id, name, data, ts, received_at, v, user, seq"
 STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts"
-QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until, kind, payload"
+QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until, kind, payload, failures, failure"
+DEAD_LETTER_COLS = "id, item_id, run_id, kind, target, attempt, payload, failures, reason, created_at"
 PAUSE_COLS = ("id, run_id, kind, step_hash, step_name, event_name, expression, index_path, index_value, "
                "created_at, expires_at")
 

@@ -17,6 +17,7 @@ from ratchet.server.store import base, migrations
 from ratchet.server.store.sqlite.connection import PRAGMAS, Checkpointer, GroupCommit, OwnerLock
 from ratchet.server.store.sqlite.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
 from ratchet.server.store.sqlite.rows import (
+    DEAD_LETTER_COLS,
     EVENT_COLS,
     IDEMPOTENCY_MS,
     PAUSE_COLS,
@@ -24,6 +25,7 @@ from ratchet.server.store.sqlite.rows import (
     RUN_COLS,
     STEP_COLS,
     app_row,
+    dead_letter_row,
     dumps,
     event_row,
     function_row,
@@ -297,8 +299,8 @@ class SqliteStore(FlowMixin):
             if row is None:
                 return None
             run = run_row(row)
-            fn_row = db.execute("SELECT slug, app_id, name, config, url FROM functions WHERE slug = ?",
-                                (run.function_slug,)).fetchone()
+            fn_row = db.execute("SELECT slug, app_id, name, config, url FROM functions WHERE slug = ? "
+                                "AND archived = 0", (run.function_slug,)).fetchone()
             events = self._events_txn(run.event_ids)
             # A sleep is in the memo only once it is over; before that the SDK must still see it pending.
             memo = {h: loads(m) for h, m in db.execute(
@@ -328,9 +330,14 @@ class SqliteStore(FlowMixin):
                 "ORDER BY due_at - priority, id LIMIT ?", (now if due_by is None else due_by,
                                                             limit * CANDIDATES_PER_CLAIM)).fetchall(), limit)
             if len(rows) < limit:
-                rows += db.execute(
+                expired = db.execute(
                     f"SELECT {QUEUE_COLS} FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= ? "
                     "ORDER BY lease_until LIMIT ?", (now, limit - len(rows))).fetchall()
+                # The node that held them died or hung: a failure of each (an item that kills every node
+                # handling it is dead-lettered in the end instead of going round forever).
+                db.executemany("UPDATE queue SET failures = failures + 1, failure = ? WHERE id = ?",
+                               [(base.LEASE_EXPIRED, r[0]) for r in expired])
+                rows += [(*r[:9], r[9] + 1, base.LEASE_EXPIRED) for r in expired]
             until = now + lease_ms
             db.executemany("UPDATE queue SET lease_owner = ?, lease_until = ? WHERE id = ?",
                            [(owner, until, r[0]) for r in rows])
@@ -365,6 +372,7 @@ class SqliteStore(FlowMixin):
             events = db.execute(PURGE_EVENTS, (before,)).rowcount
             db.execute("DELETE FROM run_keys WHERE expires_at < ?", (now,))
             db.execute("DELETE FROM flow_state WHERE expires_at < ?", (now,))
+            db.execute("DELETE FROM dead_letters WHERE created_at < ?", (before,))
         await self._group.committed()
         return runs + events
 
@@ -383,7 +391,8 @@ class SqliteStore(FlowMixin):
             if owner is None:
                 self._db.execute("UPDATE queue SET blocked = 0 WHERE blocked = 1")  # every slot is free again
                 cur = self._db.execute(
-                    "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
+                    "UPDATE queue SET lease_owner = NULL, lease_until = NULL, failures = failures + 1, failure = ? "
+                    "WHERE lease_owner IS NOT NULL", (base.LEASE_EXPIRED,))
             else:
                 cur = self._db.execute(
                     "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (owner,))
@@ -445,13 +454,18 @@ class SqliteStore(FlowMixin):
     # ------------------------------------------------------------------------------ applying decisions
 
     async def apply(self, item: base.QueueItem, owner: str, commands: list[base.Command], now: int,
-                    lease_ms: int) -> base.Applied:
+                    lease_ms: int, *, dead_letter: base.GiveUp | None = None) -> base.Applied:
         db = self._db
         with self._write():
             held = db.execute("SELECT 1 FROM queue WHERE id = ? AND lease_owner = ?", (item.id, owner)).fetchone()
             if held is None:
                 result = base.Applied(accepted=False)
             else:
+                if dead_letter is not None:
+                    db.execute(f"INSERT INTO dead_letters ({DEAD_LETTER_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (item.id, item.run_id, item.kind, item.target, item.attempt,
+                                None if item.payload is None else dumps(item.payload), dead_letter.failures,
+                                dead_letter.reason, now))
                 keys = db.execute("SELECT key, lim FROM item_keys WHERE item_id = ?", (item.id,)).fetchall()
                 result = self._apply_run_txn(item.run_id, commands, now, owner=owner, lease_ms=lease_ms,
                                              item_id=item.id)
@@ -462,6 +476,25 @@ class SqliteStore(FlowMixin):
                     result = dataclasses.replace(result, enqueued_future=True)
         await self._group.committed()
         return result
+
+    async def fail_item(self, item: base.QueueItem, owner: str, reason: str, now: int, retry_at: int) -> bool:
+        db = self._db
+        with self._write():
+            cur = db.execute("UPDATE queue SET failures = failures + 1, failure = ?, due_at = ?, lease_owner = NULL, "
+                             "lease_until = NULL WHERE id = ? AND lease_owner = ?", (reason, retry_at, item.id, owner))
+            if cur.rowcount:
+                keys = db.execute("SELECT key, lim FROM item_keys WHERE item_id = ?", (item.id,)).fetchall()
+                if keys:
+                    self._unblock_txn(keys)
+        await self._group.committed()
+        return bool(cur.rowcount)
+
+    async def list_dead_letters(self, *, limit: int = 100, before: int | None = None,
+                                run_id: str | None = None) -> list[base.DeadLetter]:
+        rows = self._db.execute(
+            f"SELECT {DEAD_LETTER_COLS} FROM dead_letters WHERE (? IS NULL OR id < ?) AND (? IS NULL OR run_id = ?) "
+            "ORDER BY id DESC LIMIT ?", (before, before, run_id, run_id, limit)).fetchall()
+        return [dead_letter_row(r) for r in rows]
 
     def _apply_run_txn(self, run_id: str, commands: Sequence[base.Command], now: int, *, owner: str | None,
                        lease_ms: int, item_id: int | None) -> base.Applied:
