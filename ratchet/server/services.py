@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import uuid
@@ -109,5 +110,9 @@ class Services:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.scheduler.stop()
+        # Hand this node's items back at once (a clean stop is not a failure of theirs, and other nodes
+        # need not wait for the leases to run out).
+        with contextlib.suppress(Exception):
+            await self.store.release_leases(self.executor.owner)
         await self.transport.close()
         await self.store.close()

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import ratchet
+from ratchet import protocol
 from ratchet.server.engine import retry, steps
+from ratchet.server.store import open_store_async
+from tests.integration import inprocess
 from tests.integration.inprocess import Stack
 
 
@@ -104,3 +108,24 @@ async def test_dead_letters_bad_query_is_a_400_saying_what_is_wrong(stack: Stack
                                                                     message: str) -> None:
     resp = await stack.api.get("/v1/dead-letters", params=params)
     assert resp.status_code == 400 and message in resp.text
+
+
+async def test_a_clean_stop_hands_calls_in_flight_back_without_counting_a_failure(tmp_path: Path) -> None:
+    entered = asyncio.Event()
+    release = asyncio.Event()
+    async with inprocess.start_stack(tmp_path) as stack:
+        @stack.client.function(id="slow", trigger=ratchet.on_event("t/slow"))
+        async def slow(ctx: ratchet.Context) -> None:
+            entered.set()
+            await release.wait()
+
+        await stack.sync([slow])
+        await stack.send("t/slow")
+        await asyncio.wait_for(entered.wait(), 10)
+    release.set()  # the server stopped while the call was in flight
+    store = await open_store_async(str(tmp_path / "r.db"))
+    try:
+        (item,) = await store.claim_due(protocol.now_ms(), 10, "next-node", 30_000)
+        assert item.failures == 0 and item.failure is None  # handed back at once, not counted
+    finally:
+        await store.close()
