@@ -5,6 +5,8 @@
 - SDK calls to the server (`/fn/register`, `/v0/runs/*`) carry `Authorization: Bearer <sha256 of the
   hex-decoded key>`; the official Python SDK sends the hash alone, the spec shows it with the
   `signkey-<env>-` prefix kept; both are accepted, for the current key and the fallback.
+- A streamed reply (201, the TypeScript SDK's `streaming`) carries its signature inside the wrapper, over
+  the inner body (`reply_signed`).
 - Events need one of the configured event keys in the URL (`/e/{event_key}`).
 - The REST and GraphQL APIs (`/v1/*`, `/v0/gql`) need `Authorization: Bearer <API token>`.
 """
@@ -16,6 +18,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 from ratchet import protocol
+from ratchet.server.engine import steps
 
 SIGNING_KEY_PREFIX = "signkey-prod-"
 
@@ -50,6 +53,18 @@ def bearer_ok(headers: Mapping[str, str], signing_keys: Sequence[str]) -> bool:
     token = auth[7:].strip()
     token = protocol.signing_key_raw(token)  # the prefix form `signkey-<env>-<hash>` too
     return any(hmac.compare_digest(token, protocol.hashed_signing_key(k)) for k in signing_keys)
+
+
+def reply_signed(reply: steps.Reply, signing_keys: Sequence[str]) -> bool:
+    """Is an app's reply signed with one of `signing_keys`?
+
+    A streamed reply (status 201: keep-alive bytes, then the real status, headers and body as one JSON
+    object) has no signature on the 201 itself; the SDK signs the inner body and puts the signature in the
+    inner headers, so that is what is checked.
+    """
+    if reply.status == 201:
+        reply = steps.unwrap_stream(reply)
+    return protocol.verify_signature(reply.body, reply.headers.get(protocol.Header.SIGNATURE), list(signing_keys))
 
 
 def new_api_token() -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 import ratchet
@@ -76,6 +77,80 @@ async def test_a_tampered_reply_is_rejected(prod: inprocess.Stack) -> None:
     ok = await send(prod, "p/one")
     run = await prod.wait_run(ok.json()["ids"][0], status="FAILED")
     assert "no valid signature" in run["output"]["message"]
+
+
+def _streamed(reply: steps.Reply, body: bytes | None = None) -> steps.Reply:
+    """`reply` as the TypeScript SDK streams it: 201 and unsigned, keep-alive spaces, then the real status,
+    headers (with the signature) and body (`body` instead, to tamper with it) as one JSON object."""
+    inner = {"status": reply.status, "headers": reply.headers, "body": (reply.body if body is None else body).decode()}
+    outer = {k: v for k, v in reply.headers.items() if k != protocol.Header.SIGNATURE}
+    return steps.Reply(201, outer, b"    " + orjson.dumps(inner))
+
+
+def test_reply_signed_checks_a_streamed_reply_inside_its_wrapper() -> None:
+    body = b'[{"op": "StepRun"}]'
+    reply = steps.Reply(206, {protocol.Header.SIGNATURE.value: protocol.sign(body, KEY)}, body)
+    assert auth.reply_signed(reply, [KEY])
+    assert auth.reply_signed(_streamed(reply), [KEY])
+    assert not auth.reply_signed(_streamed(reply, b'[{"op": "RunComplete"}]'), [KEY])
+    assert not auth.reply_signed(_streamed(reply), ["signkey-prod-" + "ee" * 32])
+    assert not auth.reply_signed(steps.Reply(201, reply.headers, b"  not json"), [KEY])
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+async def test_a_streamed_reply_is_verified_by_the_signature_inside(prod: inprocess.Stack, tamper: bool) -> None:
+    @prod.client.function(id="streamed", trigger=ratchet.on_event("p/streamed"), retries=0)
+    async def streamed(ctx: ratchet.Context) -> str:
+        return "genuine"
+
+    await prod.sync([streamed])
+    real = prod.transport.request
+
+    async def stream(method: str, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Any:
+        reply = await real(method, url, body, headers, timeout_s)
+        if isinstance(reply, steps.Reply) and method == "POST":
+            return _streamed(reply, b'"forged"' if tamper else None)
+        return reply
+
+    prod.transport.request = stream  # type: ignore[method-assign]
+    ok = await send(prod, "p/streamed")
+    if tamper:
+        run = await prod.wait_run(ok.json()["ids"][0], status="FAILED")
+        assert "(status 201) has no valid signature" in run["output"]["message"], run
+    else:
+        run = await prod.wait_run(ok.json()["ids"][0])
+        assert run["output"] == "genuine"
+
+
+async def test_register_replies_repeat_their_status_in_the_body(prod: inprocess.Stack) -> None:
+    # The TypeScript SDK answers the sync PUT with the body's `status` (200 when missing), not the HTTP one.
+    bearer = {"authorization": f"Bearer {protocol.hashed_signing_key(KEY)}"}
+    body = {"url": inprocess.APP_URL, "appName": "x", "functions": []}
+    refused = await prod.api.post("/fn/register", json=body)
+    assert refused.status_code == 401 and refused.json()["status"] == 401 and refused.json()["ok"] is False
+    invalid = await prod.api.post("/fn/register", json={**body, "url": "nope"}, headers=bearer)
+    assert invalid.status_code == 400 and invalid.json()["status"] == 400, invalid.text
+    ok = await prod.api.post("/fn/register", json=body, headers=bearer)
+    assert ok.status_code == 200 and ok.json()["status"] == 200 and ok.json()["ok"] is True, ok.text
+
+
+@pytest.mark.parametrize(("reply", "detail"), [
+    # What the TypeScript SDK answers when its registration was refused with 401.
+    (steps.Reply(401, {}, b'{"message":"unauthorized: a valid signing-key bearer token is required",'
+                          b'"modified":false}'), "(status 401): unauthorized: a valid signing-key bearer"),
+    (steps.Reply(500, {}, b"upstream broke"), "(status 500): upstream broke"),  # not JSON
+])
+async def test_a_refused_sync_names_the_apps_status_and_message(prod: inprocess.Stack, reply: steps.Reply,
+                                                                 detail: str) -> None:
+    async def refuse(method: str, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Any:
+        assert method == "PUT" and protocol.verify_signature(body, headers[protocol.Header.SIGNATURE], [KEY])
+        return reply
+
+    prod.transport.request = refuse  # type: ignore[method-assign]
+    resp = await prod.api.post("/v1/apps/sync", json={"url": inprocess.APP_URL})
+    assert resp.status_code == 502, resp.text
+    (result,) = resp.json()["data"]
+    assert result["ok"] is False and detail in result["error"], result
 
 
 def test_keys_new_makes_valid_keys() -> None:

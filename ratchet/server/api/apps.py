@@ -14,13 +14,17 @@ from ratchet.server.store import base
 
 
 async def register(request: Request) -> Response:
+    """`POST /fn/register`. The reply repeats its HTTP status in the body: the TypeScript SDK reads the
+    outcome from the body's `status` (200 when missing) and answers the server's sync PUT with it, so
+    without it a refused registration (a wrong signing key, an invalid config) looked like a sync that
+    worked."""
     svc = services(request)
     if svc.cfg.signing_keys and not auth.bearer_ok(request.headers, svc.cfg.signing_keys):
-        return json_response({"ok": False, "error": "unauthorized: a valid signing-key bearer token is required"},
-                             401)
-    body = await request.body()
-    status, reply = await svc.syncer.register(body, {k.lower(): v for k, v in request.headers.items()})
-    return json_response(reply, status)
+        status, reply = 401, {"ok": False, "error": "unauthorized: a valid signing-key bearer token is required"}
+    else:
+        body = await request.body()
+        status, reply = await svc.syncer.register(body, {k.lower(): v for k, v in request.headers.items()})
+    return json_response({**reply, "status": status}, status)
 
 
 async def sync_apps(request: Request) -> Response:
