@@ -2,8 +2,10 @@
 // the SDK's own Node handler (`inngest/node`) for Ratchet's compat tests (tests/compat_ts/).
 //
 // Environment: PORT (listen port), COMPAT_DIR (count files), INNGEST_DEV=1 and INNGEST_BASE_URL (the
-// Ratchet server). Each execution of a counted body appends a line to `$COMPAT_DIR/<run id>.<label>`,
-// so tests can tell how often code really ran.
+// Ratchet server); in production mode (test_compat_ts_production.py) INNGEST_DEV=0, INNGEST_SIGNING_KEY,
+// INNGEST_EVENT_KEY, INNGEST_API_BASE_URL and INNGEST_EVENT_API_BASE_URL instead, all read by the SDK.
+// Each execution of a counted body appends a line to `$COMPAT_DIR/<run id>.<label>`, so tests can tell
+// how often code really ran.
 "use strict";
 
 const fs = require("node:fs");

@@ -1,4 +1,5 @@
-"""A Node app on the official `inngest` npm package (version pinned in package.json) against `ratchet dev`.
+"""A Node app on the official `inngest` npm package (version pinned in package.json) against `ratchet dev`,
+and (`ts_prod`) the same app in production mode against `ratchet start` with a signing key and an event key.
 
 The app's dependencies are installed once with `npm ci` (from package-lock.json) into
 tests/compat_ts/node_modules when that folder is missing or was installed from another lock file. Without
@@ -33,6 +34,10 @@ FUNCTIONS = ("two-steps", "sleep", "wait-event", "wait-timeout", "invoke-child",
              "failing-child", "invoke-fails", "fragile", "fragile-failure", "checkpointed")
 STREAM_FUNCTIONS = ("two-steps", "fails")
 NPM_TIMEOUT_S = 300
+#: Production mode (`ts_prod`): the server's signing key, which the app has too, its event key and API token.
+SIGNING_KEY = "signkey-prod-" + "5e" * 32
+EVENT_KEY = "compat-ts-" + "e7" * 16
+API_TOKEN = "rat_compat-ts-token"
 
 
 class NodeUnavailable(Exception):
@@ -109,15 +114,60 @@ class TsStack(harness.Stack):
         return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@pytest.fixture(scope="session")
-def ts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TsStack]:
-    """A server plus the TS SDK app, one per xdist worker for the session; cases use distinct events."""
+def prod_app_env(server_url: str, count_dir: Path, *, signing_key: str = SIGNING_KEY,
+                 event_key: str = EVENT_KEY) -> dict[str, str]:
+    """Environment of app.js in production mode: only what the SDK reads (no INNGEST_* leaks in from ours)."""
+    env = {k: "" for k in os.environ if k.startswith("INNGEST_")}
+    env.update({"INNGEST_DEV": "0", "INNGEST_SIGNING_KEY": signing_key, "INNGEST_EVENT_KEY": event_key,
+                "INNGEST_API_BASE_URL": server_url, "INNGEST_EVENT_API_BASE_URL": server_url,
+                "COMPAT_DIR": str(count_dir), "NODE_ENV": "production"})
+    return env
+
+
+def prod_server_args(signing_key: str = SIGNING_KEY, *extra: str) -> list[str]:
+    """`ratchet start` options: keys, API token, loopback only."""
+    return ["--signing-key", signing_key, "--event-key", EVENT_KEY, "--api-token", API_TOKEN,
+            "--host", "127.0.0.1", *extra]
+
+
+class TsProdStack(TsStack):
+    """The same app and apps in production mode: `ratchet start` (signing key, event key, API token; no
+    `--retry-interval`, so plain retries back off for real) and the SDK with INNGEST_DEV=0 and the keys."""
+
+    def _build(self) -> None:
+        server_port = harness.free_port()
+        server_url = f"http://127.0.0.1:{server_port}"
+        self.app = harness.NodeAppProcess(APP, self.workdir / "app.log", env=prod_app_env(server_url, self.count_dir))
+        self.server = harness.ServerProcess(self.workdir / "ratchet.db", self.workdir / "server.log",
+                                            port=server_port, retry_interval=None, command="start",
+                                            extra_args=prod_server_args(),
+                                            app_urls=[self.app.url, self.app.url_for("/api/stream")])
+        self.api = harness.Api(server_url, token=API_TOKEN)
+
+
+def require_node() -> None:
+    """Install the app's dependencies, or skip (fail under CI=true) without node/npm."""
     try:
         ensure_node_modules()
     except NodeUnavailable as exc:
         if in_ci():
             pytest.fail(f"the TS SDK compat tier needs node and npm (CI=true): {exc}", pytrace=False)
         pytest.skip(f"TS SDK compat tier skipped: {exc}")
+
+
+@pytest.fixture(scope="session")
+def ts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TsStack]:
+    """A server plus the TS SDK app, one per xdist worker for the session; cases use distinct events."""
+    require_node()
     stack = TsStack(tmp_path_factory.mktemp("compat-ts"))
+    with contextlib.closing(stack.start()):
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def ts_prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TsProdStack]:
+    """`ratchet start` plus the TS SDK app in production mode, one per xdist worker for the session."""
+    require_node()
+    stack = TsProdStack(tmp_path_factory.mktemp("compat-ts-prod"))
     with contextlib.closing(stack.start()):
         yield stack
