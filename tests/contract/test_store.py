@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from ratchet import protocol
+from ratchet.server import ids
 from ratchet.server.store import base
 
 NOW = 1_700_000_000_000
@@ -826,3 +827,35 @@ async def test_a_run_state_has_no_function_once_a_sync_removed_it(store: base.St
     await store.sync_app(app_record(checksum="c2"), [fn_record("app-other")])
     state = await store.load_run_state(item.run_id, NOW)
     assert state is not None and state.function is None
+
+
+async def test_list_runs_filters_by_app_time_several_statuses_and_search(store: base.Store) -> None:
+    await store.sync_app(app_record(), [fn_record()])
+    events = [base.EventRecord(internal_id=f"e{i}", id=f"e{i}", name="e/x", data={"customer": name}, ts=NOW,
+                               received_at=NOW) for i, name in enumerate(["Ada_Lovelace", "grace%hopper", "Alan"])]
+    runs = [base.NewRun(id=ids.new_ulid(NOW + i * 1000), function_slug="app-f", app_id="app-1" if i < 2 else "app-2",
+                        event_ids=(f"e{i}",), idempotency_key=None, due_at=NOW) for i in range(3)]
+    await store.ingest(events, runs, NOW)
+    r0, r1, r2 = (r.id for r in runs)
+    assert [r.id for r in await store.list_runs(app_id="app-2")] == [r2]
+    assert await store.count_runs(app_id="app-1") == 2
+    assert await store.count_runs(status=["QUEUED", "FAILED"]) == 3 and await store.count_runs(status=["FAILED"]) == 0
+    # created_at is the time of ingest; the id bound must not hide runs created at the bound
+    assert [r.id for r in await store.list_runs(created_from=NOW)] == [r2, r1, r0]
+    assert await store.list_runs(created_from=NOW + 1) == []
+    assert await store.list_runs(created_to=NOW) == []
+    assert await store.count_runs(search="ada_") == 1  # case-blind, `_` is not a wildcard
+    assert [r.id for r in await store.list_runs(search="ADA_LOVE")] == [r0]
+    assert await store.count_runs(search="l_n") == 0  # would match "Alan" if `_` were a wildcard
+    assert [r.id for r in await store.list_runs(search="%hop")] == [r1]  # `%` is literal too
+    assert [r.id for r in await store.list_runs(search=r2)] == [r2]  # a run id
+    assert [r.id for r in await store.list_runs(search="customer", limit=1, before=r2)] == [r1]
+
+
+async def test_the_change_marker_moves_with_writes_only(store: base.Store) -> None:
+    first = await store.change_marker()
+    await store.list_runs()
+    assert await store.change_marker() == first or isinstance(first, str)  # reads do not move SQLite's
+    await store.sync_app(app_record(), [fn_record()])
+    await store.ingest([event()], [new_run()], NOW)
+    assert await store.change_marker() != first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 from typing import Any
 
 import httpx
@@ -137,6 +138,46 @@ async def test_list_runs_pages_with_limit_and_before(api: httpx.AsyncClient, see
         seen += [r["id"] for r in page]
         before = page[-1]["id"]
     assert seen == expected
+
+
+async def test_list_runs_filters_by_app_time_several_statuses_and_search(api: httpx.AsyncClient,
+                                                                         seed: Seeder) -> None:
+    await seed.app()
+    await seed.app("billing", {"on-invoice": "billing/invoice"})
+    ada = await seed.run(event=await seed.event(data={"customer": "Ada Lovelace"}), finish=protocol.RunStatus.FAILED)
+    alan = await seed.run(event=await seed.event(data={"customer": "Alan"}), finish=protocol.RunStatus.CANCELLED)
+    bill = await seed.run("billing-on-invoice", finish=protocol.RunStatus.COMPLETED)
+
+    async def ids_of(**params: Any) -> list[str]:
+        return [r["id"] for r in await get_data(api, "/v1/runs", **params)]
+
+    billing_app = next(a["id"] for a in await get_data(api, "/v1/apps") if a["name"] == "billing")
+    assert await ids_of(app_id=billing_app) == [bill.id]
+    assert await ids_of(status="failed,CANCELLED") == [alan.id, ada.id]
+    assert await ids_of(q="ada love") == [ada.id]
+    assert await ids_of(q=bill.id) == [bill.id]
+    assert (await get_data(api, "/v1/runs/count", q="LA"))["count"] == 2  # "Alan" and "Ada Lovelace"
+    start = ada.created_at
+    assert set(await ids_of(**{"from": start})) >= {ada.id, alan.id, bill.id}
+    assert await ids_of(**{"to": start}) == []
+    iso = datetime.datetime.fromtimestamp(start / 1000, datetime.timezone.utc).isoformat()
+    assert ada.id in await ids_of(**{"from": iso})
+    page = await get_data(api, "/v1/runs", limit=1)
+    assert page[0]["cursor"] == page[0]["id"]
+
+
+@pytest.mark.parametrize(("params", "needle"), [
+    ({"status": "FAILED,nope"}, "status: must be one of"),
+    ({"from": "yesterday"}, "from: must be milliseconds since the epoch or an ISO-8601 time"),
+    ({"to": "soon"}, "to: must be"),
+    ({"from": "2000", "to": "1000"}, "to: must be after from"),
+    ({"q": "x" * 201}, "q: at most 200 characters"),
+])
+@pytest.mark.parametrize("url", ["/v1/runs", "/v1/runs/count"])
+async def test_bad_run_filters_are_400s_saying_what_is_wrong(api: httpx.AsyncClient, url: str,
+                                                             params: dict[str, str], needle: str) -> None:
+    resp = await api.get(url, params=params)
+    assert resp.status_code == 400 and needle in resp.json()["error"], resp.text
 
 
 # ---------------------------------------------------------------------------------------------- read API bad inputs

@@ -84,36 +84,66 @@ async def event_runs(request: Request) -> Response:
     return json_response({"data": [run_json(r) for r in await store.runs_for_event(event_id)]})
 
 
-def _status(request: Request) -> str | Response | None:
-    status = request.query_params.get("status")
-    if status is None:
+def _status(request: Request) -> list[str] | Response | None:
+    """`status=`: one status or several, comma-separated (`FAILED,CANCELLED`)."""
+    raw = request.query_params.get("status")
+    if raw is None or not raw.strip():
         return None
-    if status.upper() not in {s.value for s in protocol.RunStatus}:
-        return error(400, f"status: must be one of {', '.join(s.value for s in protocol.RunStatus)}, got {status!r}")
-    return status.upper()
+    known = {s.value for s in protocol.RunStatus}
+    out = [part.strip().upper() for part in raw.split(",") if part.strip()]
+    for status in out:
+        if status not in known:
+            return error(400, f"status: must be one of {', '.join(s.value for s in protocol.RunStatus)} "
+                              f"(or several, comma-separated), got {status.lower()!r}")
+    return out
 
 
-async def count_runs(request: Request) -> Response:
-    """`GET /v1/runs/count?status=&function_id=` → `{"data": {"count": n}}`."""
+def _run_filters(request: Request) -> dict[str, Any] | Response:
+    """The filters `GET /v1/runs` and `/v1/runs/count` share: function_id, app_id, status, from, to, q."""
     status = _status(request)
     if isinstance(status, Response):
         return status
-    count = await services(request).store.count_runs(function_slug=request.query_params.get("function_id"),
-                                                     status=status)
+    params = request.query_params
+    try:
+        start = _time_ms(_int_or_text(params.get("from")), "from")
+        end = _time_ms(_int_or_text(params.get("to")), "to")
+    except ValueError as exc:
+        return error(400, str(exc))
+    if start is not None and end is not None and end <= start:
+        return error(400, f"to: must be after from ({start}), got {end}")
+    search = params.get("q")
+    if search is not None and len(search) > 200:
+        return error(400, f"q: at most 200 characters, got {len(search)}")
+    return {"function_slug": params.get("function_id") or None, "status": status,
+            "app_id": params.get("app_id") or None, "created_from": start, "created_to": end,
+            "search": search.strip() if search and search.strip() else None}
+
+
+def _int_or_text(value: str | None) -> int | str | None:
+    """A query parameter that may be milliseconds since the epoch or an ISO-8601 time."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
+async def count_runs(request: Request) -> Response:
+    """`GET /v1/runs/count?` with the filters of `GET /v1/runs` → `{"data": {"count": n}}`."""
+    filters = _run_filters(request)
+    if isinstance(filters, Response):
+        return filters
+    count = await services(request).store.count_runs(**filters)
     return json_response({"data": {"count": count}})
 
 
 async def list_runs(request: Request) -> Response:
+    """`GET /v1/runs?function_id=&app_id=&status=&from=&to=&q=&limit=&before=`: newest first; `before` is
+    the `cursor` of the last run of the previous page; `q` is a run id or text in the event data."""
     limit = _limit(request)
     if isinstance(limit, Response):
         return limit
-    status = _status(request)
-    if isinstance(status, Response):
-        return status
-    runs = await services(request).store.list_runs(function_slug=request.query_params.get("function_id"),
-                                                   status=status, limit=limit,
-                                                   before=request.query_params.get("before"))
-    return json_response({"data": [run_json(r) for r in runs]})
+    filters = _run_filters(request)
+    if isinstance(filters, Response):
+        return filters
+    runs = await services(request).store.list_runs(**filters, limit=limit, before=request.query_params.get("before"))
+    return json_response({"data": [run_json(r) | {"cursor": r.id} for r in runs]})
 
 
 async def get_run(request: Request) -> Response:

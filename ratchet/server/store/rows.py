@@ -78,3 +78,56 @@ def function_row(row: Row) -> base.FunctionRecord:
 def app_row(row: Row) -> base.AppRecord:
     return base.AppRecord(id=row[0], name=row[1], url=row[2], sdk=row[3], framework=row[4], checksum=row[5],
                           synced_at=row[6], error=row[7], function_count=row[8])
+
+
+def run_conditions(*, function_slug: str | None = None, status: str | Sequence[str] | None = None,
+                   app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
+                   search: str | None = None, before: str | None = None, like: str = "LIKE",
+                   ) -> tuple[str, list[Any]]:
+    """The WHERE clause (`?` placeholders) of a runs list or count, and its arguments; both backends use it
+    (PostgreSQL numbers the placeholders, `numbered`). `search` matches a run id exactly or text in the
+    data of the run's triggering events, ignoring case (`like` is the backend's case-blind LIKE)."""
+    conds: list[str] = []
+    args: list[Any] = []
+    if function_slug is not None:
+        conds.append("function_slug = ?")
+        args.append(function_slug)
+    statuses = [status] if isinstance(status, str) else list(status or ())
+    if statuses:
+        conds.append(f"status IN ({', '.join('?' * len(statuses))})")
+        args += statuses
+    if app_id is not None:
+        conds.append("app_id = ?")
+        args.append(app_id)
+    if created_from is not None:
+        # Run ids are ULIDs made at creation (never earlier), so the id bound lets the index skip older runs.
+        conds += ["created_at >= ?", "id >= ?"]
+        args += [created_from, ulid_floor(created_from)]
+    if created_to is not None:
+        conds.append("created_at < ?")
+        args.append(created_to)
+    if before is not None:
+        conds.append("id < ?")
+        args.append(before)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conds.append(f"(id = ? OR EXISTS (SELECT 1 FROM run_events re JOIN events e ON e.internal_id = re.event_id "
+                     f"WHERE re.run_id = runs.id AND e.data {like} ? ESCAPE '\\'))")
+        args += [search, pattern]
+    return (" WHERE " + " AND ".join(conds) if conds else ""), args
+
+
+def numbered(sql: str, start: int = 1) -> str:
+    """`sql` with its `?` placeholders numbered `$start`, `$start+1`, ... (PostgreSQL's style)."""
+    parts = sql.split("?")
+    return "".join(p + (f"${start + i}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid_floor(ms: int) -> str:
+    """The smallest ULID of millisecond `ms` (its 48-bit time in 10 Crockford base-32 digits, then zeros)."""
+    ms = max(0, min(ms, 2**48 - 1))
+    digits = "".join(_CROCKFORD[(ms >> (5 * i)) & 31] for i in range(9, -1, -1))
+    return digits + "0" * 16

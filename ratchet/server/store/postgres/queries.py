@@ -73,10 +73,6 @@ INSERT_RUN_EVENT = "INSERT INTO run_events (event_id, run_id) VALUES ($1, $2) ON
 RUN = f"SELECT {RUN_COLS} FROM runs WHERE id = $1"
 RUNS_FOR_EVENT = (f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLS.split(','))} FROM run_events re "
                   "JOIN runs r ON r.id = re.run_id WHERE re.event_id = $1 ORDER BY r.id")
-_RUN_FILTER = "($1::text IS NULL OR function_slug = $1) AND ($2::text IS NULL OR status = $2)"
-LIST_RUNS = (f"SELECT {RUN_COLS} FROM runs WHERE {_RUN_FILTER} AND ($3::text IS NULL OR id < $3) "
-             "ORDER BY id DESC LIMIT $4")
-COUNT_RUNS = f"SELECT count(*) FROM runs WHERE {_RUN_FILTER}"
 ACTIVE_RUN_IDS = ("SELECT id FROM runs WHERE function_slug = $1 AND status IN ('QUEUED', 'RUNNING') "
                   "AND ($2::bigint IS NULL OR created_at >= $2) AND ($3::bigint IS NULL OR created_at < $3) "
                   "ORDER BY id LIMIT $4")

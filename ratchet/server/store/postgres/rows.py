@@ -12,7 +12,9 @@ from ratchet.server.store.rows import (  # noqa: F401 - re-exported for the back
     function_row,
     item_row,
     loads,
+    numbered,
     pause_row,
+    run_conditions,
     run_row,
     step_row,
 )

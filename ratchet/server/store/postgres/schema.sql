@@ -61,6 +61,7 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_function ON runs(function_slug, id);
 CREATE INDEX runs_status ON runs(status, id);
+CREATE INDEX runs_app ON runs(app_id, id);
 CREATE INDEX runs_singleton ON runs(singleton_key, status) WHERE singleton_key IS NOT NULL;
 
 -- Which runs an event started (an event may start many, a batch run has many events).
@@ -69,6 +70,7 @@ CREATE TABLE run_events (
     run_id        TEXT NOT NULL,
     PRIMARY KEY (event_id, run_id)
 );
+CREATE INDEX run_events_run ON run_events(run_id);
 
 -- Run idempotency keys (function + event id, or an idempotency expression), kept for 24 h. The key is
 -- UTF-8 BYTEA: the engine joins its parts with NUL, which TEXT cannot hold.

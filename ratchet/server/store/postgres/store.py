@@ -24,7 +24,9 @@ from ratchet.server.store.postgres.rows import (
     function_row,
     item_row,
     loads,
+    numbered,
     pause_row,
+    run_conditions,
     run_row,
     status_count,
     step_row,
@@ -146,13 +148,28 @@ class PostgresStore(FlowMixin, RunsMixin):
         row = await self._pool.fetchrow(q.RUN, run_id)
         return run_row(row) if row else None
 
-    async def list_runs(self, *, function_slug: str | None = None, status: str | None = None,
-                        limit: int = 50, before: str | None = None) -> list[base.RunRecord]:
-        return [run_row(r) for r in await self._pool.fetch(q.LIST_RUNS, function_slug, status, before, limit)]
+    async def list_runs(self, *, function_slug: str | None = None, status: str | Sequence[str] | None = None,
+                        limit: int = 50, before: str | None = None, app_id: str | None = None,
+                        created_from: int | None = None, created_to: int | None = None,
+                        search: str | None = None) -> list[base.RunRecord]:
+        where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
+                                     created_from=created_from, created_to=created_to, search=search, before=before,
+                                     like="ILIKE")
+        sql = numbered(f"SELECT {q.RUN_COLS} FROM runs{where} ORDER BY id DESC LIMIT ?")
+        return [run_row(r) for r in await self._pool.fetch(sql, *args, limit)]
 
-    async def count_runs(self, *, function_slug: str | None = None, status: str | None = None) -> int:
-        row = await self._pool.fetchrow(q.COUNT_RUNS, function_slug, status)
+    async def count_runs(self, *, function_slug: str | None = None, status: str | Sequence[str] | None = None,
+                         app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
+                         search: str | None = None) -> int:
+        where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
+                                     created_from=created_from, created_to=created_to, search=search, like="ILIKE")
+        row = await self._pool.fetchrow(numbered(f"SELECT count(*) FROM runs{where}"), *args)
         return int(row[0]) if row else 0
+
+    async def change_marker(self) -> object:
+        # The write-ahead log's position moves with every write by any node (and only with writes).
+        row = await self._pool.fetchrow("SELECT pg_current_wal_lsn()::text")
+        return row[0] if row else None
 
     async def get_steps(self, run_id: str) -> list[base.StepRecord]:
         return [step_row(r) for r in await self._pool.fetch(q.STEPS, run_id)]

@@ -14,6 +14,7 @@ from ratchet.server.store.rows import (  # noqa: F401 - re-exported for the back
     item_row,
     loads,
     pause_row,
+    run_conditions,
     run_row,
     step_row,
 )

@@ -32,6 +32,7 @@ from ratchet.server.store.sqlite.rows import (
     item_row,
     loads,
     pause_row,
+    run_conditions,
     run_row,
     step_row,
     where_clause,
@@ -271,16 +272,26 @@ class SqliteStore(FlowMixin):
         row = self._db.execute(f"SELECT {RUN_COLS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return run_row(row) if row else None
 
-    async def list_runs(self, *, function_slug: str | None = None, status: str | None = None,
-                        limit: int = 50, before: str | None = None) -> list[base.RunRecord]:
-        where, args = where_clause(("function_slug = ?", function_slug), ("status = ?", status), ("id < ?", before))
+    async def list_runs(self, *, function_slug: str | None = None, status: str | Sequence[str] | None = None,
+                        limit: int = 50, before: str | None = None, app_id: str | None = None,
+                        created_from: int | None = None, created_to: int | None = None,
+                        search: str | None = None) -> list[base.RunRecord]:
+        where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
+                                     created_from=created_from, created_to=created_to, search=search, before=before)
         rows = self._db.execute(f"SELECT {RUN_COLS} FROM runs{where} ORDER BY id DESC LIMIT ?",
                                 (*args, limit)).fetchall()
         return [run_row(r) for r in rows]
 
-    async def count_runs(self, *, function_slug: str | None = None, status: str | None = None) -> int:
-        where, args = where_clause(("function_slug = ?", function_slug), ("status = ?", status))
+    async def count_runs(self, *, function_slug: str | None = None, status: str | Sequence[str] | None = None,
+                         app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
+                         search: str | None = None) -> int:
+        where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
+                                     created_from=created_from, created_to=created_to, search=search)
         return int(self._db.execute(f"SELECT count(*) FROM runs{where}", args).fetchone()[0])
+
+    async def change_marker(self) -> object:
+        # Every write goes through this one connection (a single writer per file).
+        return self._db.total_changes
 
     async def get_steps(self, run_id: str) -> list[base.StepRecord]:
         rows = self._db.execute(f"SELECT {STEP_COLS} FROM steps WHERE run_id = ? ORDER BY seq",
