@@ -563,6 +563,85 @@ async def test_active_run_ids_filters_by_function_status_and_created_range(store
     assert await store.active_run_ids("nope") == []
 
 
+async def test_run_ids_by_status_filters_by_function_statuses_range_and_pages(store: base.Store) -> None:
+    g = dataclasses.replace(new_run("r0-g"), function_slug="app-g")
+    await store.ingest([event()], [new_run("r1"), g], NOW)
+    await store.ingest([], [new_run("r2")], NOW + 10)
+    await store.ingest([], [new_run("r3")], NOW + 20)
+    await store.ingest([], [new_run("r4")], NOW + 30)
+    items = {i.run_id: i for i in await store.claim_due(NOW + 30, 10, OWNER, LEASE)}
+    for run_id, status in (("r1", "FAILED"), ("r0-g", "FAILED"), ("r2", "COMPLETED"), ("r3", "FAILED")):
+        await store.apply(items[run_id], OWNER, [base.FinishRun(protocol.RunStatus(status), None)], NOW + 30, LEASE)
+    await store.cancel_runs(["r4"], "stop", NOW + 30, {})
+    assert await store.run_ids_by_status("app-f", ["FAILED", "CANCELLED"]) == ["r1", "r3", "r4"]
+    assert await store.run_ids_by_status("app-f", ["COMPLETED"]) == ["r2"]
+    assert await store.run_ids_by_status("app-g", ["FAILED"]) == ["r0-g"]
+    assert await store.run_ids_by_status("app-f", ["FAILED"], created_from=NOW + 10) == ["r3"]
+    assert await store.run_ids_by_status("app-f", ["FAILED", "CANCELLED"], created_to=NOW + 30) == ["r1", "r3"]
+    assert await store.run_ids_by_status("app-f", ["FAILED", "CANCELLED"], limit=2) == ["r1", "r3"]
+    assert await store.run_ids_by_status("app-f", ["FAILED", "CANCELLED"], after="r3") == ["r4"]
+    assert await store.run_ids_by_status("app-f", []) == []
+    assert await store.run_ids_by_status("nope", ["FAILED"]) == []
+
+
+async def test_start_rerun_copies_steps_as_its_memo_and_links_the_original(store: base.Store) -> None:
+    item = await started(store)
+    sleep = base.SaveStep("h3", "nap", "Sleep", base.StepStatus.SLEEPING, None, NOW, NOW + 1)
+    failed = base.SaveStep("h2", "b", "StepRun", base.StepStatus.FAILED, {"error": {"name": "E"}}, NOW, NOW, 3)
+    await store.apply(item, OWNER, [save("h1", "A"), failed, sleep,
+                                    base.FinishRun(protocol.RunStatus.FAILED, {"name": "E"})], NOW, LEASE)
+    original = await store.get_steps("run1")
+    # The original's idempotency key is still taken: a rerun does not need it.
+    rerun = dataclasses.replace(new_run("rerun1", key="app-f\x00ev1", due=NOW + 5), rerun_of="run1", rerun_from="h4")
+    await store.start_rerun(rerun, NOW + 5, steps=[original[2], original[0], original[1]])
+    run = await store.get_run("rerun1")
+    assert run is not None and run.status == protocol.RunStatus.QUEUED and run.event_ids == ("ev1",)
+    assert (run.rerun_of, run.rerun_from, run.invoked_by) == ("run1", "h4", None)
+    assert run.stack == ("h3", "h1", "h2")  # in the order given
+    copied = await store.get_steps("rerun1")
+    assert copied == [dataclasses.replace(s, run_id="rerun1") for s in (original[2], original[0], original[1])]
+    state = await store.load_run_state("rerun1", NOW + 5)
+    assert state is not None and state.memo == {"h1": {"data": "A"}, "h2": {"error": {"name": "E"}}, "h3": None}
+    assert [(i.run_id, i.target) for i in await store.claim_due(NOW + 5, 10, OWNER, LEASE)] == [("rerun1", "step")]
+    assert (await store.get_run_links("run1")).reruns == ("rerun1",)
+    assert [r.id for r in await store.runs_for_event("ev1")] == ["rerun1", "run1"]
+    before = await store.get_run("run1")
+    assert before is not None and before.status == protocol.RunStatus.FAILED and before.rerun_of is None
+    assert await store.get_steps("run1") == original
+
+
+async def test_start_rerun_stores_its_edited_event_and_keeps_concurrency_keys(store: base.Store) -> None:
+    await store.sync_app(app_record(), [fn_record()])
+    keyed = base.RunFlow(concurrency=(("k", 1),))
+    await store.ingest([event()], [dataclasses.replace(new_run("run1"), flow=keyed)], NOW)
+    (item,) = await store.claim_due(NOW, 10, OWNER, LEASE)
+    edited = base.EventRecord(internal_id="ev2", id="ev2", name="e/x", data={"k": 2}, ts=NOW + 1, received_at=NOW + 1)
+    rerun = base.NewRun(id="rerun1", function_slug="app-f", app_id="app-1", event_ids=("ev2",), idempotency_key=None,
+                        due_at=NOW + 1, flow=keyed, rerun_of="run1")
+    await store.start_rerun(rerun, NOW + 1, events=[edited])
+    assert await store.get_event("ev2") == dataclasses.replace(edited, seq=0)
+    assert (await store.get_event("ev1")) == event()  # the original is left as it was
+    assert [r.id for r in await store.runs_for_event("ev2")] == ["rerun1"]
+    assert [r.id for r in await store.runs_for_event("ev1")] == ["run1"]
+    # The concurrency key still holds: the rerun waits for run1's call to end.
+    assert await store.claim_due(NOW + 1, 10, OWNER, LEASE) == []
+    await store.apply(item, OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW + 2, LEASE)
+    assert [i.run_id for i in await store.claim_due(NOW + 2, 10, OWNER, LEASE)] == ["rerun1"]
+
+
+async def test_run_links_list_reruns_and_the_child_run_of_each_invoke_step(store: base.Store) -> None:
+    def child(run_id: str, step: str) -> base.NewRun:
+        return dataclasses.replace(new_run(run_id), invoked_by="parent", invoked_step=step)
+
+    await store.ingest([event()], [new_run("parent"), child("c1", "hA"), child("c2", "hA"), child("c3", "hB")], NOW)
+    links = await store.get_run_links("parent")
+    assert links.reruns == () and dict(links.children) == {"hA": "c1", "hB": "c3"}  # the first child per step
+    c1 = await store.get_run("c1")
+    assert c1 is not None and (c1.invoked_by, c1.invoked_step, c1.rerun_of) == ("parent", "hA", None)
+    nothing = await store.get_run_links("c1")
+    assert nothing.reruns == () and dict(nothing.children) == {}
+
+
 def cron_item(due: int, slug: str = "app-f", spec: str = "* * * * *") -> base.NewItem:
     return base.NewItem(base.ItemKind.CRON, f"cron:{slug}", due, {"function": slug, "cron": spec})
 

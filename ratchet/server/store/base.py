@@ -91,6 +91,10 @@ class RunRecord:
     stack: tuple[str, ...] = ()  #: step hashes in the order they were recorded
     force_step_plan: bool = False
     error: str | None = None  #: a short reason when failed or cancelled
+    rerun_of: str | None = None  #: the run this one reruns (`start_rerun`)
+    rerun_from: str | None = None  #: the hash of the step the rerun started from (None: from the start)
+    invoked_by: str | None = None  #: the run whose `step.invoke` started this one
+    invoked_step: str | None = None  #: the hash of that invoke step
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -182,6 +186,14 @@ class PauseRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RunLinks:
+    """The runs that point at a run: its reruns, and the children its `step.invoke` steps started."""
+
+    reruns: tuple[str, ...] = ()  #: ids of the runs that rerun it, oldest first
+    children: Mapping[str, str] = dataclasses.field(default_factory=dict)  #: invoke step hash -> child run id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RunState:
     """All a call to the app needs, loaded in one transaction."""
 
@@ -207,6 +219,10 @@ class NewRun:
     pauses: tuple[PauseRecord, ...] = ()
     timers: tuple[NewItem, ...] = ()
     flow: RunFlow | None = None
+    rerun_of: str | None = None  #: see `RunRecord`
+    rerun_from: str | None = None
+    invoked_by: str | None = None
+    invoked_step: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -406,6 +422,25 @@ class Store(Protocol):
         refresh when it moves). On a shared database it moves with every node's writes."""
         ...
     async def get_steps(self, run_id: str) -> list[StepRecord]: ...
+    async def get_run_links(self, run_id: str) -> RunLinks:
+        """The reruns of the run and the child runs its invoke steps started (the first child per step)."""
+        ...
+
+    async def start_rerun(self, run: NewRun, now: int, *, events: Sequence[EventRecord] = (),
+                          steps: Sequence[StepRecord] = ()) -> None:
+        """Start a rerun (`run.rerun_of` set), at once: store `events` (its edited event, if any; they
+        start nothing else and resolve no pause), create `run` as `ingest` does but without an
+        idempotency key (`run.idempotency_key` is ignored), and record `steps` (finished steps copied
+        from the original run) as its memo, in the order given, each exactly as stored."""
+        ...
+
+    async def run_ids_by_status(self, function_slug: str, statuses: Sequence[str], *,
+                                created_from: int | None = None, created_to: int | None = None,
+                                after: str | None = None, limit: int = 1000) -> list[str]:
+        """Ids of the function's runs whose status is one of `statuses`, created in [from, to), with ids
+        greater than `after` (paging), oldest first."""
+        ...
+
     async def load_run_state(self, run_id: str, now: int) -> RunState | None:
         """The run, its function, its events and the memo of the steps finished by `now`."""
         ...

@@ -31,7 +31,7 @@ def run_row(row: Row) -> base.RunRecord:
         id=row[0], function_slug=row[1], app_id=row[2], status=protocol.RunStatus(row[3]),
         event_ids=tuple(orjson.loads(row[4])), created_at=row[5], started_at=row[6], ended_at=row[7],
         output=loads(row[8]), stack=tuple(orjson.loads(row[9])), force_step_plan=bool(row[10]),
-        error=row[11],
+        error=row[11], rerun_of=row[12], rerun_from=row[13], invoked_by=row[14], invoked_step=row[15],
     )
 
 

@@ -7,7 +7,7 @@ the migration). Statements that take a row lock say so in their name (`_FOR_UPDA
 from __future__ import annotations
 
 RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_at, ended_at, output, "
-            "stack, force_step_plan, error")
+            "stack, force_step_plan, error, rerun_of, rerun_from, invoked_by, invoked_step")
 EVENT_COLS = 'internal_id, id, name, data, ts, received_at, v, "user", seq'
 STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts"
 QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until, kind, payload, failures, failure"
@@ -68,7 +68,8 @@ TAKE_RUN_KEY = (
     "SET run_id = excluded.run_id, expires_at = excluded.expires_at WHERE run_keys.expires_at <= $4")
 INSERT_RUN = (
     "INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at, ended_at, error, "
-    "singleton_key, concurrency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+    "singleton_key, concurrency, rerun_of, rerun_from, invoked_by, invoked_step) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
 INSERT_RUN_EVENT = "INSERT INTO run_events (event_id, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 RUN = f"SELECT {RUN_COLS} FROM runs WHERE id = $1"
 RUNS_FOR_EVENT = (f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLS.split(','))} FROM run_events re "
@@ -76,6 +77,12 @@ RUNS_FOR_EVENT = (f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLS.split('
 ACTIVE_RUN_IDS = ("SELECT id FROM runs WHERE function_slug = $1 AND status IN ('QUEUED', 'RUNNING') "
                   "AND ($2::bigint IS NULL OR created_at >= $2) AND ($3::bigint IS NULL OR created_at < $3) "
                   "ORDER BY id LIMIT $4")
+#: Runs of a function in some statuses, created in [$3, $4), after id $5 (paging), oldest first: replays.
+RUN_IDS_BY_STATUS = ("SELECT id FROM runs WHERE function_slug = $1 AND status = ANY($2::text[]) "
+                     "AND ($3::bigint IS NULL OR created_at >= $3) AND ($4::bigint IS NULL OR created_at < $4) "
+                     "AND ($5::text IS NULL OR id > $5) ORDER BY id LIMIT $6")
+RERUNS_OF = "SELECT id FROM runs WHERE rerun_of = $1 ORDER BY id"
+INVOKED_CHILDREN = "SELECT invoked_step, id FROM runs WHERE invoked_by = $1 ORDER BY id"
 RUN_CONCURRENCY = "SELECT concurrency FROM runs WHERE id = $1"
 RUN_FOR_UPDATE = "SELECT status, stack FROM runs WHERE id = $1 FOR UPDATE"
 RUN_FUNCTION_EVENTS = "SELECT function_slug, event_ids FROM runs WHERE id = $1"

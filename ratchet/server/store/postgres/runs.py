@@ -43,7 +43,8 @@ class RunsMixin:
         await conn.execute(
             q.INSERT_RUN, run.id, run.function_slug, run.app_id, status.value, dumps(list(run.event_ids)), now,
             now if skipped else None, skipped, None if fl.singleton is None else fl.singleton[0],
-            dumps([list(k) for k in fl.concurrency]) if fl.concurrency else None)
+            dumps([list(k) for k in fl.concurrency]) if fl.concurrency else None, run.rerun_of, run.rerun_from,
+            run.invoked_by, run.invoked_step)
         await conn.executemany(q.INSERT_RUN_EVENT, [(eid, run.id) for eid in run.event_ids])
         if skipped:
             await self._skipped_txn(conn, run, skipped, now)

@@ -57,12 +57,20 @@ CREATE TABLE runs (
     -- the singleton key of a run (hashed), so a new run can find the active one for its key
     singleton_key   TEXT,
     -- the run's concurrency limits, JSON [[key, limit], ...] (hashed keys), copied to each of its calls
-    concurrency     TEXT
+    concurrency     TEXT,
+    -- a rerun: the run it reruns, and the hash of the step it started from (NULL: from the start)
+    rerun_of        TEXT,
+    rerun_from      TEXT,
+    -- started by `step.invoke`: the parent run and its invoke step's hash
+    invoked_by      TEXT,
+    invoked_step    TEXT
 );
 CREATE INDEX runs_function ON runs(function_slug, id);
 CREATE INDEX runs_status ON runs(status, id);
 CREATE INDEX runs_app ON runs(app_id, id);
 CREATE INDEX runs_singleton ON runs(singleton_key, status) WHERE singleton_key IS NOT NULL;
+CREATE INDEX runs_rerun_of ON runs(rerun_of) WHERE rerun_of IS NOT NULL;
+CREATE INDEX runs_invoked_by ON runs(invoked_by) WHERE invoked_by IS NOT NULL;
 
 -- Which runs an event started (an event may start many, a batch run has many events).
 CREATE TABLE run_events (

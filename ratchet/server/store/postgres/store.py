@@ -103,10 +103,7 @@ class PostgresStore(FlowMixin, RunsMixin):
                 item, owner = done
                 if status_count(await conn.execute(q.DELETE_HELD, item.id, owner)) == 0:
                     return []  # no longer ours: whoever holds it now does this work
-            if events:
-                await conn.executemany(q.INSERT_EVENT, [
-                    (e.internal_id, e.id, e.name, dumps(e.data), e.ts, e.received_at, e.v,
-                     None if e.user is None else dumps(e.user)) for e in events])
+            await self._insert_events_txn(conn, events)
             created: list[str] = []
             for run in runs:
                 if run.idempotency_key is not None:
@@ -129,6 +126,13 @@ class PostgresStore(FlowMixin, RunsMixin):
             return created
 
         return await self._pool.run(body, notify=WORK_CHANNEL)
+
+    @staticmethod
+    async def _insert_events_txn(conn: Conn, events: Sequence[base.EventRecord]) -> None:
+        if events:
+            await conn.executemany(q.INSERT_EVENT, [
+                (e.internal_id, e.id, e.name, dumps(e.data), e.ts, e.received_at, e.v,
+                 None if e.user is None else dumps(e.user)) for e in events])
 
     async def get_event(self, internal_id: str) -> base.EventRecord | None:
         row = await self._pool.fetchrow(q.EVENT, internal_id)
@@ -280,6 +284,41 @@ class PostgresStore(FlowMixin, RunsMixin):
                              created_to: int | None = None, limit: int = 1000) -> list[str]:
         rows = await self._pool.fetch(q.ACTIVE_RUN_IDS, function_slug, created_from, created_to, limit)
         return [r[0] for r in rows]
+
+    async def run_ids_by_status(self, function_slug: str, statuses: Sequence[str], *,
+                                created_from: int | None = None, created_to: int | None = None,
+                                after: str | None = None, limit: int = 1000) -> list[str]:
+        if not statuses:
+            return []
+        rows = await self._pool.fetch(q.RUN_IDS_BY_STATUS, function_slug, list(statuses), created_from, created_to,
+                                      after, limit)
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------------------------ reruns and links
+
+    async def start_rerun(self, run: base.NewRun, now: int, *, events: Sequence[base.EventRecord] = (),
+                          steps: Sequence[base.StepRecord] = ()) -> None:
+        async def body(conn: Conn) -> None:
+            await self._insert_events_txn(conn, events)
+            await self._create_run_txn(conn, dataclasses.replace(run, idempotency_key=None), now)
+            seq = {h: i for i, h in enumerate(dict.fromkeys(s.hash for s in steps))}  # the first of a hash wins
+            if seq:
+                await conn.executemany(q.INSERT_STEP, [
+                    (run.id, s.hash, s.name, s.op, s.status.value, dumps(s.memo), s.started_at, s.ended_at,
+                     s.attempts, seq[s.hash]) for s in steps])
+                await conn.execute(q.SET_STACK, run.id, dumps(list(seq)))
+
+        await self._pool.run(body, notify=WORK_CHANNEL)
+
+    async def get_run_links(self, run_id: str) -> base.RunLinks:
+        async def body(conn: Conn) -> base.RunLinks:
+            reruns = tuple(r[0] for r in await conn.fetch(q.RERUNS_OF, run_id))
+            children: dict[str, str] = {}
+            for step, child in await conn.fetch(q.INVOKED_CHILDREN, run_id):
+                children.setdefault(step, child)
+            return base.RunLinks(reruns=reruns, children=children)
+
+        return await self._pool.run(body, readonly=True)
 
     async def cancel_runs(self, run_ids: Sequence[str], reason: str, now: int,
                           emits: Mapping[str, base.Emit]) -> list[str]:

@@ -162,12 +162,7 @@ class SqliteStore(FlowMixin):
                 cur = db.execute("DELETE FROM queue WHERE id = ? AND lease_owner = ?", (item.id, owner))
                 if cur.rowcount == 0:
                     return []  # no longer ours: whoever holds it now does this work
-            db.executemany(
-                "INSERT INTO events (internal_id, id, name, data, ts, received_at, v, user) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(e.internal_id, e.id, e.name, dumps(e.data), e.ts, e.received_at, e.v,
-                  None if e.user is None else dumps(e.user)) for e in events],
-            )
+            self._insert_events_txn(events)
             for run in runs:
                 if run.idempotency_key is not None:
                     # Take the key unless a live (unexpired) run holds it.
@@ -189,6 +184,12 @@ class SqliteStore(FlowMixin):
         await self._group.committed()
         return created
 
+    def _insert_events_txn(self, events: Iterable[base.EventRecord]) -> None:
+        self._db.executemany(
+            "INSERT INTO events (internal_id, id, name, data, ts, received_at, v, user) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(e.internal_id, e.id, e.name, dumps(e.data), e.ts, e.received_at, e.v,
+              None if e.user is None else dumps(e.user)) for e in events])
+
     def _create_run_txn(self, run: base.NewRun, now: int) -> None:
         db = self._db
         fl = run.flow or base.RunFlow()
@@ -196,10 +197,12 @@ class SqliteStore(FlowMixin):
         status = protocol.RunStatus.SKIPPED if skipped else protocol.RunStatus.QUEUED
         db.execute(
             "INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at, ended_at, error, "
-            "singleton_key, concurrency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "singleton_key, concurrency, rerun_of, rerun_from, invoked_by, invoked_step) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.id, run.function_slug, run.app_id, status.value, dumps(list(run.event_ids)), now,
              now if skipped else None, skipped, None if fl.singleton is None else fl.singleton[0],
-             dumps([list(k) for k in fl.concurrency]) if fl.concurrency else None),
+             dumps([list(k) for k in fl.concurrency]) if fl.concurrency else None, run.rerun_of, run.rerun_from,
+             run.invoked_by, run.invoked_step),
         )
         db.executemany("INSERT OR IGNORE INTO run_events (event_id, run_id) VALUES (?, ?)",
                        [(eid, run.id) for eid in run.event_ids])
@@ -447,6 +450,44 @@ class SqliteStore(FlowMixin):
             args.append(created_to)
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [r[0] for r in rows]
+
+    async def run_ids_by_status(self, function_slug: str, statuses: Sequence[str], *,
+                                created_from: int | None = None, created_to: int | None = None,
+                                after: str | None = None, limit: int = 1000) -> list[str]:
+        if not statuses:
+            return []
+        where, args = where_clause(("function_slug = ?", function_slug), ("created_at >= ?", created_from),
+                                   ("created_at < ?", created_to), ("id > ?", after))
+        rows = self._db.execute(f"SELECT id FROM runs{where} AND status IN ({', '.join('?' * len(statuses))}) "
+                                "ORDER BY id LIMIT ?", (*args, *statuses, limit)).fetchall()
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------------------------ reruns and links
+
+    async def start_rerun(self, run: base.NewRun, now: int, *, events: Sequence[base.EventRecord] = (),
+                          steps: Sequence[base.StepRecord] = ()) -> None:
+        db = self._db
+        with self._write():
+            self._insert_events_txn(events)
+            self._create_run_txn(dataclasses.replace(run, idempotency_key=None), now)
+            seq = {h: i for i, h in enumerate(dict.fromkeys(s.hash for s in steps))}  # the first of a hash wins
+            db.executemany(
+                f"INSERT OR IGNORE INTO steps ({STEP_COLS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run.id, s.hash, s.name, s.op, s.status.value, dumps(s.memo), s.started_at, s.ended_at,
+                  s.attempts, seq[s.hash]) for s in steps])
+            stack = list(seq)
+            if stack:
+                db.execute("UPDATE runs SET stack = ? WHERE id = ?", (dumps(stack), run.id))
+        await self._group.committed()
+
+    async def get_run_links(self, run_id: str) -> base.RunLinks:
+        db = self._db
+        reruns = tuple(r[0] for r in db.execute("SELECT id FROM runs WHERE rerun_of = ? ORDER BY id", (run_id,)))
+        children: dict[str, str] = {}
+        for step, child in db.execute("SELECT invoked_step, id FROM runs WHERE invoked_by = ? ORDER BY id",
+                                      (run_id,)):
+            children.setdefault(step, child)
+        return base.RunLinks(reruns=reruns, children=children)
 
     async def cancel_runs(self, run_ids: Sequence[str], reason: str, now: int,
                           emits: Mapping[str, base.Emit]) -> list[str]:
