@@ -136,10 +136,16 @@ class Ingestor:
         """The runs an event starts: one per function with a matching trigger (name and `expression`),
         or, for an invocation, the invoked function whatever its triggers."""
         if event.name == lifecycle.INVOKED:
-            target = self._functions.get(str(lifecycle.invoke_meta(wire).get("fn_id", "")))
+            meta = lifecycle.invoke_meta(wire)
+            target = self._functions.get(str(meta.get("fn_id", "")))
+            if target is None:
+                return []
             # An invocation starts its run at once: its caller waits on this very run (no debounce/batch).
-            return [self.new_run(target, event, wire, now, collect=False, key=f"{target.slug}\x00{event.id}")] \
-                if target is not None else []
+            run = self.new_run(target, event, wire, now, collect=False, key=f"{target.slug}\x00{event.id}")
+            parent = lifecycle.invoker(meta)
+            if parent is not None:  # the child records its parent run and invoke step
+                run = dataclasses.replace(run, invoked_by=parent[0], invoked_step=parent[1])
+            return [run]
         out = []
         for fn in self._functions.for_event(event.name):
             if self._triggered(fn, event.name, wire, now):

@@ -26,6 +26,16 @@ def invoke_meta(event: dict[str, Any]) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def invoker(meta: dict[str, Any]) -> tuple[str, str] | None:
+    """The parent run id and invoke step hash of an invocation's `_inngest` (see `invoked_event`: `gid` is
+    the parent run, `correlation_id` is `<parent run>.<step hash>`); None when they do not say."""
+    parent, correlation = meta.get("gid"), meta.get("correlation_id")
+    if not isinstance(parent, str) or not isinstance(correlation, str) or not parent:
+        return None
+    step = correlation.removeprefix(parent + ".")
+    return (parent, step) if step and step != correlation else None
+
+
 def invoked_event(*, target_fn: str, payload: dict[str, Any], correlation_id: str, expires_at: int,
                   run_id: str, step_name: str, source_fn: str, source_app: str) -> dict[str, Any]:
     """The event that starts an invoked function; its data is the payload plus `_inngest`."""
