@@ -9,13 +9,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ratchet import protocol
-from ratchet.server import auth, cancellation
+from ratchet.server import auth, cancellation, rerun
 from ratchet.server.api import error, json_response, services
 from ratchet.server.store import base
 
 MAX_LIMIT = 1000
-#: Most runs a bulk-cancel dry run counts.
+#: Most runs a bulk-cancel dry run counts, and a bulk replay replays.
 BULK_COUNT_LIMIT = 1_000_000
+#: What a bulk replay reruns unless `status` says otherwise: the runs that ended unsuccessfully.
+REPLAY_STATUSES = (protocol.RunStatus.FAILED.value, protocol.RunStatus.CANCELLED.value)
 
 
 def _limit(request: Request) -> int | Response:
@@ -37,7 +39,9 @@ def event_json(ev: base.EventRecord) -> dict[str, Any]:
 def run_json(run: base.RunRecord) -> dict[str, Any]:
     return {"id": run.id, "function_id": run.function_slug, "app_id": run.app_id, "status": run.status.value,
             "event_ids": list(run.event_ids), "created_at": run.created_at, "started_at": run.started_at,
-            "ended_at": run.ended_at, "output": run.output, "error": run.error}
+            "ended_at": run.ended_at, "output": run.output, "error": run.error,
+            "rerun_of": run.rerun_of, "rerun_from_step": run.rerun_from,
+            "invoked_by": None if run.invoked_by is None else {"run_id": run.invoked_by, "step": run.invoked_step}}
 
 
 def step_json(step: base.StepRecord, now: int) -> dict[str, Any]:
@@ -154,7 +158,12 @@ async def get_run(request: Request) -> Response:
         return error(404, f"run {run_id!r} not found")
     out = run_json(run)
     now = protocol.now_ms()
+    links = await store.get_run_links(run_id)
+    out["reruns"] = list(links.reruns)
     out["steps"] = [step_json(s, now) for s in await store.get_steps(run_id)]
+    for step in out["steps"]:
+        if step["op"] == protocol.Opcode.INVOKE_FUNCTION.value:
+            step["child_run_id"] = links.children.get(step["hash"])  # None until the child run is created
     return json_response({"data": out})
 
 
@@ -188,16 +197,23 @@ def _time_ms(value: Any, field: str) -> int | None:
     raise ValueError(f"{field}: must be milliseconds since the epoch or an ISO-8601 time, got {value!r}")
 
 
-async def bulk_cancel(request: Request) -> Response:
-    """`POST /v1/runs/cancel` with `{"function_id", "from"?, "to"?, "dry_run"?}`: cancel (or, with
-    `dry_run`, count) the function's runs that have not ended and were created in [from, to)."""
-    svc = services(request)
+async def _json_object(request: Request, fields: tuple[str, ...] | None = None) -> dict[str, Any] | Response:
+    """The request body as a JSON object (an empty body is `{}`), or a 400 that says what is wrong; with
+    `fields`, a field not among them is an error too."""
     try:
         body = orjson.loads(await request.body() or b"{}")
     except orjson.JSONDecodeError as exc:
         return error(400, f"body is not valid JSON: {exc}")
     if not isinstance(body, dict):
-        return error(400, "body must be a JSON object")
+        return error(400, f"body must be a JSON object, got {type(body).__name__}")
+    unknown = [k for k in body if fields is not None and k not in fields]
+    if unknown:
+        return error(400, f"unknown field {unknown[0]!r}; the fields are {', '.join(fields or ())}")
+    return body
+
+
+def _bulk_selection(body: dict[str, Any]) -> tuple[str, int | None, int | None, bool] | Response:
+    """`function_id`, `from`, `to` and `dry_run` of a bulk request (cancel, replay), or a 400."""
     fn = body.get("function_id")
     if not isinstance(fn, str) or not fn:
         return error(400, "function_id: a non-empty string is required")
@@ -205,9 +221,26 @@ async def bulk_cancel(request: Request) -> Response:
         start, end = _time_ms(body.get("from"), "from"), _time_ms(body.get("to"), "to")
     except ValueError as exc:
         return error(400, str(exc))
-    if not isinstance(body.get("dry_run", False), bool):
-        return error(400, "dry_run: must be true or false")
-    if body.get("dry_run"):
+    if start is not None and end is not None and end <= start:
+        return error(400, f"to: must be after from ({start}), got {end}")
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        return error(400, f"dry_run: must be true or false, got {dry_run!r}")
+    return fn, start, end, dry_run
+
+
+async def bulk_cancel(request: Request) -> Response:
+    """`POST /v1/runs/cancel` with `{"function_id", "from"?, "to"?, "dry_run"?}`: cancel (or, with
+    `dry_run`, count) the function's runs that have not ended and were created in [from, to)."""
+    svc = services(request)
+    body = await _json_object(request)
+    if isinstance(body, Response):
+        return body
+    selection = _bulk_selection(body)
+    if isinstance(selection, Response):
+        return selection
+    fn, start, end, dry_run = selection
+    if dry_run:
         ids = await svc.store.active_run_ids(fn, created_from=start, created_to=end, limit=BULK_COUNT_LIMIT)
         return json_response({"data": {"matched": len(ids), "cancelled": 0}})
     total = 0
@@ -221,6 +254,101 @@ async def bulk_cancel(request: Request) -> Response:
         if not done:
             break
     return json_response({"data": {"matched": total, "cancelled": total}})
+
+
+async def rerun_run(request: Request) -> Response:
+    """`POST /v1/runs/{id}/rerun` with `{"from_step"?, "data"?}` (or no body): start a new run of the run's
+    function with the same events (or, with `data`, a new event of the same name with that data),
+    keeping the finished steps recorded before `from_step` (a step id or hash) as its memo. 201 with the
+    new run; 404 for an unknown run, 409 when its function no longer exists."""
+    svc = services(request)
+    body = await _json_object(request, ("from_step", "data"))
+    if isinstance(body, Response):
+        return body
+    from_step, data = body.get("from_step"), body.get("data")
+    if from_step is not None and (not isinstance(from_step, str) or not from_step):
+        return error(400, f"from_step: must be the id or hash of one of the run's steps (a string), got {from_step!r}")
+    if data is not None:
+        if not isinstance(data, dict):
+            return error(400, f"data: must be a JSON object (the event's edited data), got {type(data).__name__}")
+        size = len(orjson.dumps(data))
+        if size > svc.cfg.max_event_bytes:
+            return error(400, f"data: is {size} bytes, over the event size limit of {svc.cfg.max_event_bytes} bytes")
+    run_id = request.path_params["run_id"]
+    run = await svc.store.get_run(run_id)
+    if run is None:
+        return error(404, f"run {run_id!r} not found")
+    try:
+        new_id = await rerun.rerun(svc.store, svc.functions, svc.ingestor, run, now=protocol.now_ms(),
+                                   notify=svc.scheduler.notify, from_step=from_step, data=data)
+    except rerun.RerunRefused as exc:
+        return error(exc.status, str(exc))
+    new = await svc.store.get_run(new_id)
+    assert new is not None
+    return json_response({"data": run_json(new)}, 201)
+
+
+def _replay_statuses(value: Any) -> list[str] | Response:
+    """`status` of a replay: one ended status or a list of them (default: FAILED and CANCELLED)."""
+    if value is None:
+        return list(REPLAY_STATUSES)
+    values = [value] if isinstance(value, str) else value
+    ended = [s.value for s in protocol.RunStatus if s.is_terminal]
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        return error(400, f"status: must be a run status or a non-empty list of them ({', '.join(ended)}), got {value!r}")
+    out = []
+    for v in values:
+        if v.upper() not in ended:
+            return error(400, f"status: replay reruns runs that have ended, so one of {', '.join(ended)}; got {v!r}")
+        out.append(v.upper())
+    return out
+
+
+async def replay_runs(request: Request) -> Response:
+    """`POST /v1/runs/replay` with `{"function_id", "from"?, "to"?, "status"?, "dry_run"?}`: rerun from the
+    start (or, with `dry_run`, count) each run of the function created in [from, to) whose status is one
+    of `status` (default FAILED and CANCELLED). Replies `{"matched", "replayed", "not_replayed"}`."""
+    svc = services(request)
+    body = await _json_object(request, ("function_id", "from", "to", "status", "dry_run"))
+    if isinstance(body, Response):
+        return body
+    selection = _bulk_selection(body)
+    if isinstance(selection, Response):
+        return selection
+    fn, start, end, dry_run = selection
+    statuses = _replay_statuses(body.get("status"))
+    if isinstance(statuses, Response):
+        return statuses
+    if await svc.store.get_function(fn) is None:
+        return error(400, f"function_id: there is no function {fn!r} (GET /v1/functions lists them)")
+    if svc.functions.get(fn) is None:
+        return error(409, f"function {fn!r} no longer exists: its app's last sync removed it; sync an app that "
+                          "serves it to replay its runs")
+    now = protocol.now_ms()
+    # Runs created from now on are not matched: they include the reruns this replay starts.
+    end = now if end is None else min(end, now)
+    matched: list[str] = []
+    while len(matched) < BULK_COUNT_LIMIT:
+        page = await svc.store.run_ids_by_status(fn, statuses, created_from=start, created_to=end,
+                                                 after=matched[-1] if matched else None, limit=1000)
+        if not page:
+            break
+        matched += page[:BULK_COUNT_LIMIT - len(matched)]
+    if dry_run:
+        return json_response({"data": {"matched": len(matched), "replayed": 0}})
+    replayed = 0
+    not_replayed = []
+    for run_id in matched:
+        run = await svc.store.get_run(run_id)
+        if run is None:
+            continue  # deleted by retention meanwhile
+        try:
+            await rerun.rerun(svc.store, svc.functions, svc.ingestor, run, now=protocol.now_ms(),
+                              notify=svc.scheduler.notify)
+            replayed += 1
+        except rerun.RerunRefused as exc:
+            not_replayed.append({"run_id": run_id, "error": str(exc)})
+    return json_response({"data": {"matched": len(matched), "replayed": replayed, "not_replayed": not_replayed}})
 
 
 async def _run_state(request: Request) -> base.RunState | Response:
