@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv dev test test-fast bench lint lock clean
+.PHONY: venv dev test test-fast bench lint lock clean dashboard-vendor
 
 venv: $(STAMP)
 
@@ -38,3 +38,11 @@ lock:
 
 clean:
 	rm -rf $(VENV) .ratchet build
+
+# Refresh the dashboard's one vendored module (htm + Preact as a single ES module) from npm.
+HTM_VERSION := 3.1.1
+dashboard-vendor:
+	rm -rf /tmp/ratchet-htm && mkdir -p /tmp/ratchet-htm
+	cd /tmp/ratchet-htm && npm pack -q htm@$(HTM_VERSION) && tar xzf htm-$(HTM_VERSION).tgz
+	cp /tmp/ratchet-htm/package/preact/standalone.module.js ratchet/server/dashboard/static/vendor/htm-preact.mjs
+	cp /tmp/ratchet-htm/package/LICENSE ratchet/server/dashboard/static/vendor/htm-preact.LICENSE

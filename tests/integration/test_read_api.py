@@ -159,8 +159,8 @@ async def test_list_runs_filters_by_app_time_several_statuses_and_search(api: ht
     assert (await get_data(api, "/v1/runs/count", q="LA"))["count"] == 2  # "Alan" and "Ada Lovelace"
     start = ada.created_at
     assert set(await ids_of(**{"from": start})) >= {ada.id, alan.id, bill.id}
-    assert await ids_of(**{"to": start}) == []
-    iso = datetime.datetime.fromtimestamp(start / 1000, datetime.timezone.utc).isoformat()
+    assert await ids_of(to=start) == []
+    iso = datetime.datetime.fromtimestamp(start / 1000, datetime.UTC).isoformat()
     assert ada.id in await ids_of(**{"from": iso})
     page = await get_data(api, "/v1/runs", limit=1)
     assert page[0]["cursor"] == page[0]["id"]

@@ -8,8 +8,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ratchet import protocol
 from ratchet.server import auth, sync
 from ratchet.server.api import error, json_response, services
+from ratchet.server.engine import cron
 from ratchet.server.store import base
 
 
@@ -59,9 +61,13 @@ def app_json(app: base.AppRecord) -> dict[str, Any]:
             "synced_at": app.synced_at, "error": app.error, "function_count": app.function_count}
 
 
-def function_json(fn: base.FunctionRecord) -> dict[str, Any]:
-    return {"id": fn.slug, "app_id": fn.app_id, "name": fn.name, "url": fn.url,
-            "config": fn.config.model_dump(mode="json", by_alias=True, exclude_none=True)}
+def function_json(fn: base.FunctionRecord, now: int | None = None) -> dict[str, Any]:
+    """A function with its config; with `now`, also each cron trigger's next fire time (`cron`)."""
+    out: dict[str, Any] = {"id": fn.slug, "app_id": fn.app_id, "name": fn.name, "url": fn.url,
+                           "config": fn.config.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    if now is not None:
+        out["cron"] = [{"cron": t.cron, "next_at": cron.next_fire(t.cron, now)} for t in fn.config.triggers if t.cron]
+    return out
 
 
 async def list_apps(request: Request) -> Response:
@@ -69,4 +75,5 @@ async def list_apps(request: Request) -> Response:
 
 
 async def list_functions(request: Request) -> Response:
-    return json_response({"data": [function_json(f) for f in await services(request).store.list_functions()]})
+    now = protocol.now_ms()
+    return json_response({"data": [function_json(f, now) for f in await services(request).store.list_functions()]})

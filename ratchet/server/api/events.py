@@ -12,11 +12,23 @@ from ratchet.server.api import json_response, services
 
 
 async def send_events(request: Request) -> Response:
-    svc = services(request)
-    cfg = svc.cfg
+    cfg = services(request).cfg
     key = request.path_params["event_key"]
     if cfg.event_keys and key not in cfg.event_keys:
         return json_response({"ids": [], "status": 401, "error": "event key not found"}, 401)
+    return await accept(request)
+
+
+async def send_events_v1(request: Request) -> Response:
+    """`POST /v1/events`: the same send for API clients and the dashboard (an API token instead of an
+    event key in production mode)."""
+    return await accept(request)
+
+
+async def accept(request: Request) -> Response:
+    """Read, validate and store the events of a send; the reply names the ids of those accepted."""
+    svc = services(request)
+    cfg = svc.cfg
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
