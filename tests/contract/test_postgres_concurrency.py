@@ -4,6 +4,7 @@ SQLite twin). Two stores with their own pools race on the same queue."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -64,3 +65,35 @@ async def test_concurrent_claims_and_applies_respect_a_concurrency_limit(two: tu
     await asyncio.gather(worker(a, "node-a"), worker(b, "node-b"), worker(a, "node-c"), worker(b, "node-d"))
     assert sorted(finished) == [f"k{i:02}" for i in range(12)]
     assert peak <= 2
+
+
+async def test_a_rate_limit_holds_across_nodes_ingesting_at_once(two: tuple[base.Store, base.Store]) -> None:
+    a, b = two
+    flow = base.RunFlow(rate_limit=("tenant", 5, 60_000))  # 5 per minute for the key, cluster-wide
+
+    def run(i: int) -> base.NewRun:
+        return base.NewRun(id=f"r{i:02}", function_slug="app-f", app_id="app-1", event_ids=("ev1",),
+                           idempotency_key=None, due_at=NOW, flow=flow)
+
+    await a.ingest([event()], [], NOW)
+    await asyncio.gather(*(store.ingest([], [run(i)], NOW) for i in range(30) for store in ((a, b)[i % 2],)))
+    statuses = [(await a.get_run(f"r{i:02}")).status for i in range(30)]  # type: ignore[union-attr]
+    assert statuses.count(protocol.RunStatus.QUEUED) == 5
+    assert statuses.count(protocol.RunStatus.SKIPPED) == 25
+
+
+async def test_a_throttle_spaces_runs_across_nodes_ingesting_at_once(two: tuple[base.Store, base.Store]) -> None:
+    a, b = two
+    flow = base.RunFlow(throttle=("t", 2, 1000, 1))  # 2 per second, evenly: one every 500 ms
+
+    def run(i: int) -> base.NewRun:
+        return base.NewRun(id=f"t{i:02}", function_slug="app-f", app_id="app-1", event_ids=("ev1",),
+                           idempotency_key=None, due_at=NOW, flow=flow)
+
+    await a.ingest([event()], [], NOW)
+    await asyncio.gather(*(store.ingest([], [run(i)], NOW) for i in range(10) for store in ((a, b)[i % 2],)))
+    starts = []
+    for t in range(0, 5001, 250):
+        starts += [t for _ in await a.claim_due(NOW + t, 10, "node-a", LEASE)]
+    assert len(starts) == 10
+    assert all(later - earlier >= 500 for earlier, later in itertools.pairwise(starts)), starts
