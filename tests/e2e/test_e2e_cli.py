@@ -68,7 +68,7 @@ def test_cancel_rejects_bad_input(args: list[str], needle: str) -> None:
 
 def test_cancel_a_sleeping_run_and_in_bulk(e2e) -> None:
     api = e2e.api
-    run_id = send_and_get_run(api, "e2e/sleep")
+    run_id = send_and_get_run(api, "e2e/sleep", {"sleep_s": 120})
     wait_until(lambda: any(s["id"] == "nap" for s in api.run(run_id)["steps"]), 10, "the run to sleep")
     ok = ratchet("cancel", run_id, "--server", e2e.server.url, timeout=30)
     assert ok.returncode == 0, (ok.stdout, ok.stderr)
@@ -76,7 +76,7 @@ def test_cancel_a_sleeping_run_and_in_bulk(e2e) -> None:
     again = ratchet("cancel", run_id, "--server", e2e.server.url, timeout=30)
     assert again.returncode == 1 and "already ended" in again.stderr, (again.stdout, again.stderr)
 
-    others = [send_and_get_run(api, "e2e/sleep") for _ in range(2)]
+    others = [send_and_get_run(api, "e2e/sleep", {"sleep_s": 120}) for _ in range(2)]
     fn = api.run(others[0])["function_id"]
     dry = ratchet("cancel", "--function", fn, "--dry-run", "--server", e2e.server.url, timeout=30)
     assert dry.returncode == 0 and "2 run(s) would be cancelled" in dry.stdout, (dry.stdout, dry.stderr)

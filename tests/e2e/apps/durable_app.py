@@ -40,7 +40,8 @@ async def sleeper(ctx: inngest.Context) -> dict:
         return "after"
 
     a = await ctx.step.run("before", before)
-    await ctx.step.sleep("nap", datetime.timedelta(seconds=2))
+    # 2 s unless the event asks for longer (a test that cancels the sleeping run must not race its end)
+    await ctx.step.sleep("nap", datetime.timedelta(seconds=float(ctx.event.data.get("sleep_s", 2))))
     b = await ctx.step.run("after", after)
     return {"a": a, "b": b}
 
