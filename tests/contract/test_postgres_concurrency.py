@@ -4,9 +4,11 @@ SQLite twin). Two stores with their own pools race on the same queue."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from ratchet import protocol
@@ -97,3 +99,75 @@ async def test_a_throttle_spaces_runs_across_nodes_ingesting_at_once(two: tuple[
         starts += [t for _ in await a.claim_due(NOW + t, 10, "node-a", LEASE)]
     assert len(starts) == 10
     assert all(later - earlier >= 500 for earlier, later in itertools.pairwise(starts)), starts
+
+
+# Leases granted after a wait. A claim or an apply can wait long for the advisory lock of a busy
+# concurrency key (every call of the key takes it) or for a pooled connection. A lease counted from the
+# caller's `now` alone could then be nearly over, or over, when it is granted: another node would take
+# over a call still in flight. A wait longer than a quarter of the lease stretches it by the excess.
+
+SHORT_LEASE = 800
+HOLD_S = 0.6
+
+
+@contextlib.asynccontextmanager
+async def key_locked(store: base.Store, key: str) -> AsyncIterator[None]:
+    """Hold concurrency key `key`'s advisory lock from another connection (as a busy node would)."""
+    conn = await asyncpg.connect(store.url)  # type: ignore[attr-defined]
+    try:
+        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", f"concurrency:{key}")
+        yield
+    finally:
+        await conn.close()
+
+
+async def _after(delay: float, cm: contextlib.AbstractAsyncContextManager[None], started: asyncio.Event) -> None:
+    async with cm:
+        started.set()
+        await asyncio.sleep(delay)
+
+
+async def test_a_claim_that_waited_for_a_busy_key_gets_a_stretched_lease(two: tuple[base.Store, base.Store]) -> None:
+    a, _ = two
+    await a.ingest([event()], [keyed_run("k1")], NOW)
+    locked = asyncio.Event()
+    holder = asyncio.create_task(_after(HOLD_S, key_locked(a, "tenant-a"), locked))
+    await locked.wait()
+    (item,) = await a.claim_due(NOW, 10, "node-a", SHORT_LEASE)  # waits about HOLD_S for the key
+    await holder
+    assert item.lease_until is not None
+    assert item.lease_until >= NOW + SHORT_LEASE + int(HOLD_S * 1000) - SHORT_LEASE // 4 - 50
+
+
+async def test_a_follow_up_granted_after_waiting_for_a_busy_key_gets_a_stretched_lease(
+        two: tuple[base.Store, base.Store]) -> None:
+    a, _ = two
+    await a.ingest([event()], [keyed_run("k1")], NOW)
+    (item,) = await a.claim_due(NOW, 10, "node-a", SHORT_LEASE)
+    assert item.lease_until == NOW + SHORT_LEASE  # no wait: exactly the lease
+    locked = asyncio.Event()
+    holder = asyncio.create_task(_after(HOLD_S, key_locked(a, "tenant-a"), locked))
+    await locked.wait()
+    save = base.SaveStep("h1", "s1", "StepRun", base.StepStatus.COMPLETED, {"data": 1}, NOW, NOW)
+    applied = await a.apply(item, "node-a", [save, base.Enqueue("step", NOW)], NOW, SHORT_LEASE)
+    await holder
+    (ready,) = applied.ready
+    assert ready.lease_until is not None
+    assert ready.lease_until >= NOW + SHORT_LEASE + int(HOLD_S * 1000) - SHORT_LEASE // 4 - 50
+
+
+async def test_the_heartbeat_does_not_wait_for_a_locked_item(two: tuple[base.Store, base.Store]) -> None:
+    a, _ = two
+    await a.ingest([event()], [new_run("r1"), new_run("r2")], NOW)
+    first, second = await a.claim_due(NOW, 10, "node-a", LEASE)
+    conn = await asyncpg.connect(a.url)  # type: ignore[attr-defined]
+    try:
+        async with conn.transaction():  # e.g. an apply of `first` waiting for a busy key's lock
+            await conn.execute("SELECT 1 FROM queue WHERE id = $1 FOR UPDATE", first.id)
+            # the other call's lease is renewed at once, not after the locked one is released
+            assert await asyncio.wait_for(a.extend_leases("node-a", NOW + 2 * LEASE), 5) == 1
+    finally:
+        await conn.close()
+    assert await a.extend_leases("node-a", NOW + 2 * LEASE) == 1  # the one that was locked
+    assert await a.claim_due(NOW + LEASE, 10, "node-b", LEASE) == []  # both renewed
+    assert second.run_id in {"r1", "r2"}

@@ -18,7 +18,9 @@ Locking, in one place:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -34,6 +36,22 @@ Conn = asyncpg.Connection
 POOL_MIN, POOL_MAX = 1, 10
 #: Attempts of a transaction aborted by a deadlock or a serialization failure.
 RETRIES = 8
+
+
+#: When the current store call began, before it waited for a connection or for locks (`lease_until`).
+_CALL_STARTED: contextvars.ContextVar[float | None] = contextvars.ContextVar("ratchet_store_call", default=None)
+
+
+def lease_until(now: int, lease_ms: int) -> int:
+    """The expiry of a lease a store call grants: `now + lease_ms`, where `now` is the caller's clock when
+    it asked. A call that waited longer than a quarter of a lease (for a connection, for the locks of a
+    busy concurrency key) stretches it by the excess, so at least three quarters are left when the grant
+    commits and the heartbeat (every third of a lease) renews it in time. Otherwise a call or follow-up
+    granted after a long wait could expire before the node even started it, and another node would take
+    over a call still in flight (running the step twice, overlapping its concurrency slot)."""
+    started = _CALL_STARTED.get()
+    waited_ms = 0 if started is None else int((time.monotonic() - started) * 1000)
+    return now + lease_ms + max(0, waited_ms - lease_ms // 4)
 
 
 #: LISTEN/NOTIFY channels: new due work, and an app synced (functions changed) on some node.
@@ -82,6 +100,7 @@ class Pool:
                   notify: str | None = None) -> T:
         """Run `body(conn)` in one transaction; retried from the start after a deadlock. With `notify`,
         the commit also wakes every node listening on that channel (PostgreSQL delivers on commit)."""
+        _CALL_STARTED.set(time.monotonic())
         for attempt in range(RETRIES):
             try:
                 async with self.pool.acquire() as conn, conn.transaction(

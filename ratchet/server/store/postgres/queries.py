@@ -212,8 +212,13 @@ DELETE_BATCH = "DELETE FROM batches WHERE key = $1"
 #: Wakes the nodes listening on a channel when the transaction commits.
 NOTIFY = "SELECT pg_notify($1, '')"
 
-#: The heartbeat: a node keeps its calls in flight.
-EXTEND_LEASES = "UPDATE queue SET lease_until = $2 WHERE lease_owner = $1 AND lease_until < $2"
+#: The heartbeat: a node keeps its calls in flight. Rows locked by another transaction are skipped, not
+#: waited for: such a row is one of our calls whose outcome is being applied (it ends the lease, and no
+#: claimer can take it while it is locked) or one a claimer takes because its lease already ran out.
+#: Waiting for them stalled the heartbeat behind a queue of applies for longer than a lease, so the
+#: other leases of the node lapsed and other nodes took over calls still in flight.
+EXTEND_LEASES = ("UPDATE queue SET lease_until = $2 WHERE id IN (SELECT id FROM queue WHERE lease_owner = $1 "
+                 "AND lease_until < $2 FOR UPDATE SKIP LOCKED)")
 
 APPLIED_MIGRATIONS = "SELECT name FROM schema_migrations ORDER BY version"
 

@@ -14,7 +14,7 @@ from ratchet import protocol
 from ratchet.server.engine import lifecycle
 from ratchet.server.store import base
 from ratchet.server.store.postgres import queries as q
-from ratchet.server.store.postgres.connection import Conn, lock_names_txn
+from ratchet.server.store.postgres.connection import Conn, lease_until, lock_names_txn
 from ratchet.server.store.postgres.rows import dumps, event_row, status_count
 
 Keys = list[tuple[str, int]]
@@ -190,7 +190,7 @@ class RunsMixin:
         # are locked (`_lock_run_txn`), so the counts hold until the commit.
         if owner is not None and cmd.due_at <= now and all(
                 [await self._in_flight_txn(conn, k, excluding=this) < lim for k, lim in keys]):
-            until = now + lease_ms
+            until = lease_until(now, lease_ms)
             item_id = await conn.fetchval(q.INSERT_CALL, run_id, cmd.target, cmd.attempt, cmd.due_at, owner, until,
                                           payload)
             await self._add_keys_txn(conn, item_id, keys)

@@ -13,7 +13,14 @@ from collections.abc import Callable, Mapping, Sequence
 from ratchet import protocol
 from ratchet.server.store import base
 from ratchet.server.store.postgres import queries as q
-from ratchet.server.store.postgres.connection import SYNC_CHANNEL, WORK_CHANNEL, Conn, Pool, lock_names_txn
+from ratchet.server.store.postgres.connection import (
+    SYNC_CHANNEL,
+    WORK_CHANNEL,
+    Conn,
+    Pool,
+    lease_until,
+    lock_names_txn,
+)
 from ratchet.server.store.postgres.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
 from ratchet.server.store.postgres.rows import (
     IDEMPOTENCY_MS,
@@ -213,7 +220,7 @@ class PostgresStore(FlowMixin, RunsMixin):
                     rows += [(*r[:9], r[9] + 1, base.LEASE_EXPIRED) for r in expired]
             if not rows:
                 return []
-            until = now + lease_ms
+            until = lease_until(now, lease_ms)  # (stretched if this claim waited long for locks)
             await conn.execute(q.LEASE, [r[0] for r in rows], owner, until)
             # A claimed run is running from now on (saves the executor a separate write).
             calls = sorted({r[1] for r in rows if r[7] == base.ItemKind.CALL})
