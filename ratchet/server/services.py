@@ -39,6 +39,8 @@ class Services:
         """Open the store, recover, start the queue loop and sync the configured apps in the background."""
         store = store or await open_store_async(cfg.db_url)
         owner = f"node-{uuid.uuid4().hex[:12]}"
+        # The id this node writes as `lease_owner` on the queue rows it claims (to tell nodes apart there).
+        log.info("node id %s, leases of %g s", owner, cfg.lease_s)
         if store.single_owner:
             # One process owns a SQLite file, so leases left by a crashed predecessor are void now. (On a
             # shared database other nodes' leases are live; a dead node's expire and are claimed again.)
