@@ -1,17 +1,23 @@
 """`make bench`: Ratchet's workloads (DESIGN.md §6), printed as tables. Not a test: it prints figures.
 
-    python -m bench [--sdk ratchet,inngest] [--workloads w1,w2,w4,w5,w6] [--w1-runs 100] [--w2-runs 2000]
-                    [--w5-runs 10000] [--w6-runs 10000] [--w6-rate 200]
+    python -m bench [--backends sqlite,postgres] [--sdk ratchet,inngest] [--workloads w1,w2,w4,w5,w6,w7]
+                    [--w1-runs 100] [--w2-runs 2000] [--w5-runs 10000] [--w6-runs 10000] [--w6-rate 200]
+                    [--w7-runs 2000] [--w7-kill-at 0.4] [--w7-lease 2] [--pg-admin-url URL]
 
-Each SDK gets a fresh `ratchet dev` on SQLite and its own bench app (bench/apps/), both as subprocesses
-on this machine. Figures are medians/percentiles of one invocation; run it several times and quote the
-median, since the machine is shared.
+Each backend and SDK gets a fresh `ratchet dev` and its own bench app (bench/apps/), both as subprocesses
+on this machine: on SQLite a new file, on PostgreSQL a new database (`CREATE DATABASE ratchet_bench_<random>`
+through --pg-admin-url, dropped at the end). W7 gets a server and app of its own (with --lease-seconds
+--w7-lease), since it kills the server. When PostgreSQL is unreachable the bench says so and goes on with
+SQLite. Figures are medians/percentiles of one invocation; run it several times and quote the median, since
+the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import platform
@@ -20,6 +26,8 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +35,9 @@ import httpx
 
 from tests import harness
 
-WORKLOADS = ("w1", "w2", "w4", "w5", "w6")
+WORKLOADS = ("w1", "w2", "w4", "w5", "w6", "w7")
+BACKENDS = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+PG_ADMIN_URL = os.environ.get("RATCHET_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 APPS = {"ratchet": Path(__file__).parent / "apps" / "ratchet_app.py",
         "inngest": Path(__file__).parent / "apps" / "inngest_app.py"}
 
@@ -58,6 +68,8 @@ def w1_latency(http: httpx.Client, app_url: str, steps: int, runs: int) -> dict[
             got = http.get(f"/v1/events/{event_id}/runs").json()["data"]
             if got and got[0]["status"] in harness.TERMINAL:
                 break
+            if time.perf_counter() - t0 > 60:
+                raise AssertionError(f"W1: the run of event {event_id} did not end within 60 s: {got}")
             time.sleep(0.0005)  # poll gently: the server shares the 2 cores with this loop
         latencies.append((time.perf_counter() - t0) * 1000)
         assert got[0]["status"] == "COMPLETED", got[0]
@@ -263,20 +275,86 @@ def print_w4(w4: dict[str, Any], keys: int, runs_per_key: int) -> None:
           f"{ok(w4['rl_completed'] == 20 and w4['rl_skipped'] == 30)} |")
 
 
-def pending_waits(db_path: Path) -> int:
-    """Wait pauses stored by the server, read from its (WAL-mode) SQLite file beside it."""
-    with contextlib.closing(sqlite3.connect(db_path, timeout=10)) as db:
-        return int(db.execute("SELECT count(*) FROM pauses WHERE kind = 'wait'").fetchone()[0])
+@dataclasses.dataclass(frozen=True)
+class Store:
+    """Where a bench server keeps its state: a SQLite file, or a PostgreSQL database (`pg_url`)."""
+
+    backend: str
+    db_path: Path  #: the SQLite file (unused on PostgreSQL: the server is given --postgres-uri)
+    pg_url: str | None = None
+
+    @property
+    def server_args(self) -> list[str]:
+        return ["--postgres-uri", self.pg_url] if self.pg_url else []
 
 
-def w6_waits(http: httpx.Client, app_url: str, db_path: Path, runs: int, rate: float,
+async def pg_admin(admin_url: str, *statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url, timeout=5)
+    try:
+        for sql in statements:
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def pg_describe(admin_url: str) -> str:
+    """PostgreSQL's version and the settings that decide a commit's cost; raises when it is unreachable."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url, timeout=5)
+    try:
+        version = (await conn.fetchval("SHOW server_version")).split()[0]
+        sync = await conn.fetchval("SHOW synchronous_commit")
+        fsync = await conn.fetchval("SHOW fsync")
+        buffers = await conn.fetchval("SHOW shared_buffers")
+    finally:
+        await conn.close()
+    return f"PostgreSQL {version} (synchronous_commit={sync}, fsync={fsync}, shared_buffers={buffers})"
+
+
+@contextlib.contextmanager
+def fresh_store(backend: str, workdir: Path, tag: str, admin_url: str) -> Iterator[Store]:
+    """A new, empty store for one server: a new SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if backend == "sqlite":
+        yield Store(backend, workdir / f"{tag}.db")
+        return
+    name = f"ratchet_bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(pg_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield Store(backend, workdir / f"{tag}-unused.db", admin_url.rsplit("/", 1)[0] + f"/{name}")
+    finally:
+        asyncio.run(pg_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _pg_count(url: str, sql: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
+def pending_waits(store: Store) -> int:
+    """Wait pauses stored by the server, read from its store (the SQLite file in WAL mode, or PostgreSQL)."""
+    sql = "SELECT count(*) FROM pauses WHERE kind = 'wait'"
+    if store.pg_url:
+        return asyncio.run(_pg_count(store.pg_url, sql))
+    with contextlib.closing(sqlite3.connect(store.db_path, timeout=10)) as db:
+        return int(db.execute(sql).fetchone()[0])
+
+
+def w6_waits(http: httpx.Client, app_url: str, store: Store, runs: int, rate: float,
              non_matching_every: int = 10) -> dict[str, float]:
     """`runs` runs each wait for `bench/match` with their own `data.id`; once all wait, matching events are
     sent one per request at `rate`/s, with a non-matching one after every `non_matching_every`.
     Match latency = start of the step after the wait (in the app) minus the matching event's send time."""
     t0 = time.perf_counter()
     send_batched(http, [{"name": "bench/wait-start", "data": {"id": i}} for i in range(runs)])
-    harness.wait_until(lambda: pending_waits(db_path) >= runs, timeout=600, message=f"{runs} pending waits",
+    harness.wait_until(lambda: pending_waits(store) >= runs, timeout=600, message=f"{runs} pending waits",
                        interval=0.2)
     armed = time.perf_counter() - t0
     order = list(range(runs))
@@ -309,22 +387,87 @@ def w6_waits(http: httpx.Client, app_url: str, db_path: Path, runs: int, rate: f
             "missed": runs - len(sent) - false, "timed_out": timed_out, "completed": completed}
 
 
-def run_sdk(sdk: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    server = harness.ServerProcess(workdir / f"{sdk}.db", workdir / f"{sdk}-server.log", retry_interval=1.0,
-                                   extra_args=["--log-level", "warning"])
-    app = harness.AppProcess(APPS[sdk], workdir / f"{sdk}-app.log",
+def w7_crash(http: httpx.Client, server: harness.ServerProcess, app_url: str, runs: int,
+             kill_at: float, steps: int = 5) -> dict[str, Any]:
+    """W2 with a crash: `runs` runs of `steps` steps sent at once; once `kill_at` of them have completed the
+    server is killed with SIGKILL (its whole process group) and started again at once on the same store.
+    Lost runs = runs not COMPLETED in the end; recovery is timed from the restart (the new process's
+    launch) to its first step body in the app and to the last run's completion; steps re-run = step body
+    executions beyond runs x steps (the app counts them per run and step)."""
+    fn = "bench-crash"
+    t0 = time.perf_counter()
+    send_batched(http, [{"name": "bench/crash", "data": {"i": i}} for i in range(runs)])
+    sent = time.perf_counter() - t0
+    target = max(1, int(runs * kill_at))
+    seen = [0]
+
+    def enough() -> bool:
+        seen[0] = count_status(http, fn, "COMPLETED")
+        return seen[0] >= target
+
+    harness.wait_until(enough, timeout=600, message=f"{target} runs to complete before the kill", interval=0.01)
+    server.kill9()
+    killed = time.perf_counter()
+    at_kill = httpx.get(f"{app_url}/bench/crash", timeout=60).json()
+    restart_ns = time.time_ns()
+    restarted = time.perf_counter()
+    server.start(timeout=60)
+    ready = time.perf_counter()
+
+    def all_done() -> bool:
+        return count_status(http, fn, "COMPLETED") >= runs
+
+    with contextlib.suppress(AssertionError):
+        harness.wait_until(all_done, timeout=300, message=f"{runs} runs to complete after the restart",
+                           interval=0.02)
+    done = time.perf_counter()
+    report = httpx.get(f"{app_url}/bench/crash", params={"since_ns": restart_ns}, timeout=60).json()
+    completed = count_status(http, fn, "COMPLETED")
+    first = report["first_after_ns"]
+    return {"runs": runs, "sent_s": sent, "kill_after_s": killed - t0, "target": target,
+            "completed_at_kill": seen[0], "steps_at_kill": at_kill["executions"],
+            "ready_s": ready - restarted,
+            "first_step_s": (first - restart_ns) / 1e9 if first is not None else float("nan"),
+            "all_done_s": done - restarted, "total_s": done - t0,
+            "completed": completed, "total_runs": count_runs(http, fn),
+            "failed": count_status(http, fn, "FAILED"), "lost": runs - completed,
+            "executions": report["executions"], "distinct": report["distinct"],
+            "rerun": report["executions"] - runs * steps, "repeated": report["repeated"]}
+
+
+SYNCED = [*(f"bench-steps-{n}" for n in (1, 5, 10)), "bench-sleeper", "bench-waiter", "bench-crash",
+          *FLOW_FUNCTIONS]
+
+
+@contextlib.contextmanager
+def bench_stack(sdk: str, store: Store, workdir: Path, tag: str,
+                extra_args: list[str] | None = None) -> Iterator[tuple[harness.ServerProcess, str]]:
+    """A `ratchet dev` on `store` and the SDK's bench app, synced; yields the server and the app's base URL."""
+    server = harness.ServerProcess(store.db_path, workdir / f"{tag}-server.log", retry_interval=1.0,
+                                   extra_args=["--log-level", "warning", *store.server_args, *(extra_args or [])])
+    app = harness.AppProcess(APPS[sdk], workdir / f"{tag}-app.log",
                              env={**harness.sdk_env(f"http://127.0.0.1:{server.port}"), "PYTHONPATH": os.getcwd()})
-    app.start()
-    server.app_urls = [app.url]
-    server.start()
-    result: dict[str, Any] = {}
     try:
+        app.start()
+        server.app_urls = [app.url]
+        server.start()
         api = harness.Api(server.url)
-        harness.wait_synced(api, [*(f"bench-steps-{n}" for n in (1, 5, 10)), "bench-sleeper", "bench-waiter",
-                                   *FLOW_FUNCTIONS])
+        harness.wait_synced(api, SYNCED)
         api.close()
-        app_base = app.url.rsplit("/api/", 1)[0]
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield server, app.url.rsplit("/api/", 1)[0]
+    finally:
+        server.stop()
+        app.stop()
+
+
+def run_sdk(sdk: str, backend: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    tag = f"{backend}-{sdk}"
+    if any(w in args.workloads for w in ("w1", "w2", "w4", "w5", "w6")):
+        with fresh_store(backend, workdir, tag, args.pg_admin_url) as store, \
+                bench_stack(sdk, store, workdir, tag) as (server, app_base), \
+                httpx.Client(base_url=server.url, timeout=30) as http:
+            assert server.proc is not None
             w1_latency(http, app_base, 5, 10)  # warm-up
             if "w1" in args.workloads:
                 for n in (1, 5, 10):
@@ -336,15 +479,99 @@ def run_sdk(sdk: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
             if "w5" in args.workloads:
                 result["w5"] = w5_timers(http, app_base, args.w5_runs, args.w5_rate, args.w5_setup)
             if "w6" in args.workloads:
-                result["w6"] = w6_waits(http, app_base, server.db_path, args.w6_runs, args.w6_rate)
-    finally:
-        server.stop()
-        app.stop()
+                result["w6"] = w6_waits(http, app_base, store, args.w6_runs, args.w6_rate)
+    if "w7" in args.workloads:
+        tag += "-w7"
+        lease = ["--lease-seconds", f"{args.w7_lease:g}"]
+        with fresh_store(backend, workdir, tag, args.pg_admin_url) as store, \
+                bench_stack(sdk, store, workdir, tag, lease) as (server, app_base), \
+                httpx.Client(base_url=server.url, timeout=30) as http:
+            result["w7"] = w7_crash(http, server, app_base, args.w7_runs, args.w7_kill_at)
     return result
+
+
+def print_section(r: dict[str, Any], args: argparse.Namespace) -> None:
+    if "w1" in args.workloads:
+        print("| W1 (one run at a time) | event→done p50 | p95 | p99 | inter-step gap p50 | gap p99 |")
+        print("|---|---|---|---|---|---|")
+        for n in (1, 5, 10):
+            w = r[f"w1_{n}"]
+            print(f"| {n} step(s) | {w['p50']:.2f} ms | {w['p95']:.2f} ms | {w['p99']:.2f} ms | "
+                  f"{w['gap_p50']:.2f} ms | {w['gap_p99']:.2f} ms |" if n > 1 else
+                  f"| {n} step(s) | {w['p50']:.2f} ms | {w['p95']:.2f} ms | {w['p99']:.2f} ms | – | – |")
+    if "w2" in args.workloads:
+        w2 = r["w2"]
+        print(f"\nW2 ({args.w2_runs} runs × 5 steps at once): {w2['runs_s']:.0f} runs/s, "
+              f"{w2['steps_s']:.0f} steps/s ({w2['seconds']:.1f} s; sending took {w2['send_s']:.2f} s), "
+              f"server peak RSS {w2['rss_mb']:.0f} MB, failed runs {w2['failed']}")
+    if "w4" in args.workloads:
+        print_w4(r["w4"], args.w4_keys, args.w4_runs_per_key)
+    if "w5" in args.workloads:
+        w5 = r["w5"]
+        how = "sent at once" if args.w5_rate <= 0 else f"sent at {args.w5_rate:.0f}/s"
+        print(f"\n| W5 ({args.w5_runs} sleeps waking 1–5 s after all are pending, {how}) | lateness p50 "
+              "| p99 | max | completed | failed | woke early | asleep before first wake | total |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        print(f"| target p99 ≤ 50 ms | {w5['p50']:.1f} ms | {w5['p99']:.1f} ms | {w5['max']:.1f} ms | "
+              f"{w5['completed']} ({w5['measured']} measured) | {w5['failed']} | {w5['early']} | "
+              f"{w5['pending_before_first_wake']} (all within {w5['spread_s']:.1f} s) | "
+              f"{w5['seconds']:.1f} s (sending {w5['send_s']:.1f} s) |")
+    if "w6" in args.workloads:
+        w6 = r["w6"]
+        print(f"\n| W6 ({args.w6_runs} pending waits; matches at {w6['rate']:.0f}/s, one per request) | "
+              "send→step p50 | p99 | max | accepted→step p50 | p99 | false | missed | completed |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        print(f"| target p99 ≤ 20 ms; +{w6['non_matching']} non-matching; {w6['armed_s']:.1f} s to arm | "
+              f"{w6['p50']:.2f} ms | {w6['p99']:.2f} ms | {w6['max']:.1f} ms | {w6['acc_p50']:.1f} ms | "
+              f"{w6['acc_p99']:.1f} ms | {w6['false']} | {w6['missed']} | {w6['completed']} |")
+    if "w7" in args.workloads:
+        w7 = r["w7"]
+        lost = w7["lost"] if w7["lost"] == 0 else f"**{w7['lost']}**"
+        print(f"\n| W7 crash ({w7['runs']} runs × 5 steps at once; kill -9 at {w7['completed_at_kill']} completed, "
+              f"{w7['kill_after_s']:.1f} s in; lease {args.w7_lease:g} s) | lost runs | restart→ready | "
+              "restart→first step | restart→all done | steps re-run | total |")
+        print("|---|---|---|---|---|---|---|")
+        print(f"| target: 0 lost; {w7['completed']}/{w7['runs']} COMPLETED ({w7['total_runs']} runs, {w7['failed']} "
+              f"failed); {w7['steps_at_kill']} step bodies ran before the kill | {lost} | {w7['ready_s']:.2f} s | "
+              f"{w7['first_step_s']:.2f} s | {w7['all_done_s']:.2f} s | {w7['rerun']} ({w7['repeated']} steps ran "
+              f"more than once; {w7['executions']} bodies for {w7['runs'] * 5}) | {w7['total_s']:.1f} s |")
+
+
+def print_ratios(results: dict[tuple[str, str], dict[str, Any]], sdks: list[str], args: argparse.Namespace) -> None:
+    """PostgreSQL against SQLite, per SDK: latency and time per step as PG / SQLite (target: at most 2x)."""
+    rows = []
+    for sdk in sdks:
+        pg, lite = results.get(("postgres", sdk)), results.get(("sqlite", sdk))
+        if not pg or not lite:
+            continue
+        if "w1" in args.workloads:
+            for n in (1, 5, 10):
+                a, b = pg[f"w1_{n}"]["p50"], lite[f"w1_{n}"]["p50"]
+                rows.append((sdk, f"W1 {n} step(s) event→done p50", f"{a:.2f} ms", f"{b:.2f} ms", a / b))
+            a, b = pg["w1_10"]["gap_p50"], lite["w1_10"]["gap_p50"]
+            rows.append((sdk, "W1 inter-step gap p50 (10 steps)", f"{a:.2f} ms", f"{b:.2f} ms", a / b))
+        if "w2" in args.workloads:
+            a, b = pg["w2"]["steps_s"], lite["w2"]["steps_s"]
+            rows.append((sdk, "W2 steps/s (ratio: SQLite / PG)", f"{a:.0f}", f"{b:.0f}", b / a))
+        if "w7" in args.workloads:
+            a, b = pg["w7"]["all_done_s"], lite["w7"]["all_done_s"]
+            rows.append((sdk, "W7 restart→all done", f"{a:.2f} s", f"{b:.2f} s", a / b))
+    if not rows:
+        return
+    print("\n## PostgreSQL vs SQLite (slowdown = how many times slower PostgreSQL is; target ≤ 2×)")
+    print("| app SDK | figure | PostgreSQL | SQLite | slowdown | within 2× |")
+    print("|---|---|---|---|---|---|")
+    for sdk, name, a, b, ratio in rows:
+        within = "–" if name.startswith("W7") else ("yes" if ratio <= 2 else "**no**")
+        print(f"| {sdk} | {name} | {a} | {b} | {ratio:.2f}× | {within} |")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL,
+                        help="PostgreSQL database to connect to for CREATE/DROP DATABASE "
+                             "(default $RATCHET_BENCH_PG_URL or %(default)s)")
     parser.add_argument("--sdk", default="ratchet,inngest", help="comma-separated: ratchet, inngest")
     parser.add_argument("--w1-runs", type=int, default=100, help="runs per W1 size")
     parser.add_argument("--w2-runs", type=int, default=2000, help="runs in W2")
@@ -358,6 +585,12 @@ def main() -> int:
                         help="W5 start events per second (0: all at once, the default)")
     parser.add_argument("--w6-runs", type=int, default=10_000, help="waiting runs in W6")
     parser.add_argument("--w6-rate", type=float, default=200.0, help="matching events per second in W6")
+    parser.add_argument("--w7-runs", type=int, default=2000, help="runs in W7")
+    parser.add_argument("--w7-kill-at", type=float, default=0.4,
+                        help="W7 kills the server once this fraction of its runs has completed")
+    parser.add_argument("--w7-lease", type=float, default=2.0,
+                        help="--lease-seconds of the W7 server: on PostgreSQL the restarted node takes over the "
+                             "dead node's calls when their leases expire (SQLite releases them at start)")
     args = parser.parse_args()
     args.workloads = [w.strip().lower() for w in args.workloads.split(",") if w.strip()]
     for w in args.workloads:
@@ -367,47 +600,39 @@ def main() -> int:
     for s in sdks:
         if s not in APPS:
             parser.error(f"--sdk: unknown SDK {s!r}; choose from {', '.join(APPS)}")
+    backends = [b.strip().lower() for b in args.backends.split(",") if b.strip()]
+    for b in backends:
+        if b not in BACKENDS:
+            parser.error(f"--backends: unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
+    if not 0 < args.w7_kill_at < 1:
+        parser.error("--w7-kill-at must be between 0 and 1")
+    described = {"sqlite": "SQLite (WAL, synchronous=NORMAL)"}
+    if "postgres" in backends:
+        try:
+            host = args.pg_admin_url.split("@")[-1].rsplit("/", 1)[0]
+            local = host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]", "")
+            described["postgres"] = (asyncio.run(pg_describe(args.pg_admin_url)) + f" on {host}"
+                                     + (" (this machine)" if local else ""))
+        except Exception as exc:  # noqa: BLE001 - any failure to connect: go on without it
+            print(f"# PostgreSQL unreachable at {args.pg_admin_url} ({type(exc).__name__}: {exc}); "
+                  "benchmarking SQLite only")
+            backends.remove("postgres")
+    if not backends:
+        return 1
     print(f"# Ratchet bench — {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{platform.machine()}, backend SQLite (WAL, synchronous=NORMAL); load average at start "
-          f"{os.getloadavg()[0]:.2f}")
+          f"{platform.machine()}; backend{'s' if len(backends) > 1 else ''} "
+          f"{', '.join(described[b] for b in backends)}; load average at start {os.getloadavg()[0]:.2f}")
+    if "postgres" in backends and "w2" in args.workloads:
+        print("# server peak RSS is the Ratchet process only (not the PostgreSQL backends)")
+    results: dict[tuple[str, str], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ratchet-bench-") as tmp:
-        for sdk in sdks:
-            r = run_sdk(sdk, args, Path(tmp))
-            print(f"\n## SQLite, app on the {sdk} SDK")
-            if "w1" in args.workloads:
-                print("| W1 (one run at a time) | event→done p50 | p95 | p99 | inter-step gap p50 | gap p99 |")
-                print("|---|---|---|---|---|---|")
-                for n in (1, 5, 10):
-                    w = r[f"w1_{n}"]
-                    print(f"| {n} step(s) | {w['p50']:.2f} ms | {w['p95']:.2f} ms | {w['p99']:.2f} ms | "
-                          f"{w['gap_p50']:.2f} ms | {w['gap_p99']:.2f} ms |" if n > 1 else
-                          f"| {n} step(s) | {w['p50']:.2f} ms | {w['p95']:.2f} ms | {w['p99']:.2f} ms | – | – |")
-            if "w2" in args.workloads:
-                w2 = r["w2"]
-                print(f"\nW2 ({args.w2_runs} runs × 5 steps at once): {w2['runs_s']:.0f} runs/s, "
-                      f"{w2['steps_s']:.0f} steps/s ({w2['seconds']:.1f} s; sending took {w2['send_s']:.2f} s), "
-                      f"server peak RSS {w2['rss_mb']:.0f} MB, failed runs {w2['failed']}")
-            if "w4" in args.workloads:
-                print_w4(r["w4"], args.w4_keys, args.w4_runs_per_key)
-            if "w5" in args.workloads:
-                w5 = r["w5"]
-                how = "sent at once" if args.w5_rate <= 0 else f"sent at {args.w5_rate:.0f}/s"
-                print(f"\n| W5 ({args.w5_runs} sleeps waking 1–5 s after all are pending, {how}) | lateness p50 "
-                      "| p99 | max | completed | failed | woke early | asleep before first wake | total |")
-                print("|---|---|---|---|---|---|---|---|---|")
-                print(f"| target p99 ≤ 50 ms | {w5['p50']:.1f} ms | {w5['p99']:.1f} ms | {w5['max']:.1f} ms | "
-                      f"{w5['completed']} ({w5['measured']} measured) | {w5['failed']} | {w5['early']} | "
-                      f"{w5['pending_before_first_wake']} (all within {w5['spread_s']:.1f} s) | "
-                      f"{w5['seconds']:.1f} s (sending {w5['send_s']:.1f} s) |")
-            if "w6" in args.workloads:
-                w6 = r["w6"]
-                print(f"\n| W6 ({args.w6_runs} pending waits; matches at {w6['rate']:.0f}/s, one per request) | "
-                      "send→step p50 | p99 | max | accepted→step p50 | p99 | false | missed | completed |")
-                print("|---|---|---|---|---|---|---|---|---|")
-                print(f"| target p99 ≤ 20 ms; +{w6['non_matching']} non-matching; {w6['armed_s']:.1f} s to arm | "
-                      f"{w6['p50']:.2f} ms | {w6['p99']:.2f} ms | {w6['max']:.1f} ms | {w6['acc_p50']:.1f} ms | "
-                      f"{w6['acc_p99']:.1f} ms | {w6['false']} | {w6['missed']} | {w6['completed']} |")
-            sys.stdout.flush()
+        for sdk in sdks:  # both backends of one SDK back to back, so their ratio sees the same machine load
+            for backend in backends:
+                r = results[(backend, sdk)] = run_sdk(sdk, backend, args, Path(tmp))
+                print(f"\n## {BACKENDS[backend]}, app on the {sdk} SDK (load average {os.getloadavg()[0]:.2f})")
+                print_section(r, args)
+                sys.stdout.flush()
+        print_ratios(results, sdks, args)
     return 0
 
 

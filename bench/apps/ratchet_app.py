@@ -1,5 +1,6 @@
 """Bench app written with Ratchet's own SDK: `steps-N` runs N no-op steps; `sleeper` (W5) and
-`waiter` (W6) note timer lateness and match latency; `flow-*` (W4) note what their flow control let through."""
+`waiter` (W6) note timer lateness and match latency; `flow-*` (W4) note what their flow control let through;
+`crash` (W7) counts its step bodies across a server crash."""
 
 from __future__ import annotations
 
@@ -84,8 +85,16 @@ async def flow_ratelimit(ctx: ratchet.Context) -> None:
     timings.rate_limited(ctx.run_id, str(ctx.event.data["key"]))
 
 
+@client.function(id="crash", trigger=ratchet.on_event("bench/crash"), retries=0)
+async def crash(ctx: ratchet.Context) -> int:
+    """W7: five no-op steps, like `steps-5`, whose bodies are counted per (run, step) across a server crash."""
+    for i in range(5):
+        await ctx.step.run(f"s{i}", timings.crash_step, ctx.run_id, i)
+    return 5
+
+
 FLOW = [flow_conc, flow_throttle, flow_debounce, flow_batch, flow_ratelimit]
 
 app = fastapi.FastAPI()
-ratchet.sdk.fastapi.serve(app, client, [make(n) for n in (1, 5, 10)] + [sleeper, waiter, *FLOW])
+ratchet.sdk.fastapi.serve(app, client, [make(n) for n in (1, 5, 10)] + [sleeper, waiter, crash, *FLOW])
 timings.add_routes(app)

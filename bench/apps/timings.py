@@ -132,6 +132,30 @@ def rate_limited(run_id: str, key: str) -> None:
     RATE_LIMITED.setdefault(run_id, key)
 
 
+# W7: crash. The bench kills the server while runs of `crash` are under way; each step body notes when it
+# ran, so the bench can count the bodies run more than once and see when work resumed after the restart.
+
+#: (run id, step index) -> how many times that step body ran
+CRASH_COUNTS: dict[tuple[str, int], int] = defaultdict(int)
+#: start (ns since the epoch) of every crash step body, in execution order
+CRASH_TIMES: list[int] = []
+
+
+def crash_step(run_id: str, index: int) -> None:
+    CRASH_TIMES.append(time.time_ns())
+    CRASH_COUNTS[(run_id, index)] += 1
+
+
+def crash_report(since_ns: int = 0) -> dict[str, Any]:
+    """Step bodies run so far: in all, distinct (run, step), run again, and the first one at or after
+    `since_ns` (None if none yet)."""
+    after = [t for t in CRASH_TIMES if t >= since_ns]
+    return {"executions": len(CRASH_TIMES), "distinct": len(CRASH_COUNTS),
+            "runs": len({run_id for run_id, _ in CRASH_COUNTS}),
+            "repeated": sum(1 for n in CRASH_COUNTS.values() if n > 1),
+            "after": len(after), "first_after_ns": min(after, default=None)}
+
+
 def flow_report() -> dict[str, Any]:
     return {"conc_peak": dict(CONC_PEAK), "conc_done": CONC_DONE, "conc_runs": len(CONC_RUNS),
             "throttle_starts": sorted(THROTTLE_STARTS.values()), "debounced": list(DEBOUNCED.values()),
@@ -145,3 +169,4 @@ def add_routes(app: Any) -> None:
     app.add_api_route("/bench/planned", lambda: PLANNED, methods=["GET"])
     app.add_api_route("/bench/flow", lambda: flow_report(), methods=["GET"])
     app.add_api_route("/bench/matches", lambda: MATCHES, methods=["GET"])
+    app.add_api_route("/bench/crash", lambda since_ns=0: crash_report(int(since_ns)), methods=["GET"])
