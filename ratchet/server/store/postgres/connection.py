@@ -59,6 +59,10 @@ WORK_CHANNEL = "ratchet_work"
 SYNC_CHANNEL = "ratchet_sync"
 
 
+async def _no_reset(conn: Conn) -> None:
+    """The pool's reset of a connection it takes back: nothing to do (see `Pool.open`)."""
+
+
 class Pool:
     """An asyncpg pool that runs each store method as one transaction, translating driver errors."""
 
@@ -69,7 +73,11 @@ class Pool:
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(self.url, min_size=POOL_MIN, max_size=POOL_MAX)
+            # No reset query when a connection goes back to the pool (asyncpg's default: one more round
+            # trip per call): store calls leave no session state (their locks end with the transaction,
+            # LISTEN has a connection of its own), and asyncpg still rolls back a transaction left open.
+            self._pool = await asyncpg.create_pool(self.url, min_size=POOL_MIN, max_size=POOL_MAX,
+                                                   reset=_no_reset)
             async with self._pool.acquire() as conn:
                 await migrations.apply_postgres(conn)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:

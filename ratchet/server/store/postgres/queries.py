@@ -63,9 +63,12 @@ LIST_EVENTS = (f"SELECT {EVENT_COLS} FROM events WHERE ($1::text IS NULL OR name
 
 # ------------------------------------------------------------------------------------------------ runs
 
-TAKE_RUN_KEY = (
-    "INSERT INTO run_keys (key, run_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE "
-    "SET run_id = excluded.run_id, expires_at = excluded.expires_at WHERE run_keys.expires_at <= $4")
+#: Idempotency keys ($1, none repeated) for their runs ($2), each taken unless a live (unexpired) run holds
+#: it; returns the runs that took theirs.
+TAKE_RUN_KEYS = (
+    "INSERT INTO run_keys (key, run_id, expires_at) SELECT k, r, $3 FROM unnest($1::bytea[], $2::text[]) AS t(k, r) "
+    "ORDER BY k ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at "
+    "WHERE run_keys.expires_at <= $4 RETURNING run_id")
 INSERT_RUN = (
     "INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at, ended_at, error, "
     "singleton_key, concurrency, rerun_of, rerun_from, invoked_by, invoked_step) "

@@ -38,7 +38,7 @@ from ratchet.server.store.postgres.rows import (
     status_count,
     step_row,
 )
-from ratchet.server.store.postgres.runs import RunsMixin, key_lock
+from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock
 
 
 class PostgresStore(FlowMixin, RunsMixin):
@@ -111,21 +111,23 @@ class PostgresStore(FlowMixin, RunsMixin):
                 if status_count(await conn.execute(q.DELETE_HELD, item.id, owner)) == 0:
                     return []  # no longer ours: whoever holds it now does this work
             await self._insert_events_txn(conn, events)
+            took = await self._take_run_keys_txn(conn, runs, now)
             created: list[str] = []
+            plain: list[base.NewRun] = []  # no flow control to decide: created together, in a few statements
             for run in runs:
-                if run.idempotency_key is not None:
-                    # Take the key unless a live (unexpired) run holds it.
-                    key = run.idempotency_key.encode()  # BYTEA: engine keys hold NUL separators
-                    taken = await conn.execute(q.TAKE_RUN_KEY, key, run.id, now + IDEMPOTENCY_MS, now)
-                    if status_count(taken) == 0:
-                        continue
+                if run.idempotency_key is not None and run.id not in took:
+                    continue  # a live (unexpired) run holds its key
                 if run.flow is not None and (run.flow.debounce or run.flow.batch):
                     start = await self._collect_txn(conn, run, now)  # waits for more events, or starts full
                     if start is None:
                         continue
                     run = start
-                await self._create_run_txn(conn, run, now)
+                if is_plain(run):
+                    plain.append(run)
+                else:
+                    await self._create_run_txn(conn, run, now)
                 created.append(run.id)
+            await self._create_plain_runs_txn(conn, plain, now)
             for resume in resumes:
                 await self._apply_run_txn(conn, resume.run_id, resume.commands, now, owner=None, lease_ms=0,
                                           item_id=None)
@@ -133,6 +135,21 @@ class PostgresStore(FlowMixin, RunsMixin):
             return created
 
         return await self._pool.run(body, notify=WORK_CHANNEL)
+
+    @staticmethod
+    async def _take_run_keys_txn(conn: Conn, runs: Sequence[base.NewRun], now: int) -> set[str]:
+        """Take the runs' idempotency keys in one statement, each unless a live (unexpired) run holds it;
+        returns the ids of the runs that took theirs. A key repeated in `runs` goes to its first run (the
+        later ones would find it held), and keys are taken in sorted order, as concurrent ingests must."""
+        first: dict[bytes, str] = {}
+        for run in runs:
+            if run.idempotency_key is not None:
+                first.setdefault(run.idempotency_key.encode(), run.id)  # BYTEA: engine keys hold NUL separators
+        if not first:
+            return set()
+        keys = sorted(first)
+        rows = await conn.fetch(q.TAKE_RUN_KEYS, keys, [first[k] for k in keys], now + IDEMPOTENCY_MS, now)
+        return {r[0] for r in rows}
 
     @staticmethod
     async def _insert_events_txn(conn: Conn, events: Sequence[base.EventRecord]) -> None:
