@@ -25,6 +25,7 @@ import random
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -389,25 +390,55 @@ def w6_waits(http: httpx.Client, app_url: str, store: Store, runs: int, rate: fl
 
 def w7_crash(http: httpx.Client, server: harness.ServerProcess, app_url: str, runs: int,
              kill_at: float, steps: int = 5) -> dict[str, Any]:
-    """W2 with a crash: `runs` runs of `steps` steps sent at once; once `kill_at` of them have completed the
-    server is killed with SIGKILL (its whole process group) and started again at once on the same store.
-    Lost runs = runs not COMPLETED in the end; recovery is timed from the restart (the new process's
+    """W2 with a crash: `runs` runs of `steps` steps, sent 200 per request by a thread of their own; once
+    `kill_at` of them have completed the server is killed with SIGKILL (its whole process group) and started
+    again at once on the same store. The kill may come while events are still being sent (PostgreSQL ingests
+    more slowly than it executes): a request that fails is sent again until the server takes it, and as each
+    event has its own `id` (the runs' idempotency key), a request the dead server had stored starts no second
+    runs. Lost runs = runs not COMPLETED in the end; recovery is timed from the restart (the new process's
     launch) to its first step body in the app and to the last run's completion; steps re-run = step body
-    executions beyond runs x steps (the app counts them per run and step)."""
+    executions beyond runs x steps (the app counts them per run and step). The kill waits, past `kill_at`,
+    until at least 50 step bodies of unfinished runs have run, so that it interrupts runs part-way."""
     fn = "bench-crash"
+    tag = uuid.uuid4().hex[:8]
+    events = [{"name": "bench/crash", "id": f"crash-{tag}-{i}", "data": {"i": i}} for i in range(runs)]
+    accepted = [0]  # events the server has taken so far
+    resent = [0]  # requests sent again after a failure
+    sent_at: list[float] = []
+
+    def send_all() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for k in range(0, runs, 200):
+                while True:
+                    try:
+                        if client.post("/e/bench", json=events[k:k + 200]).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    resent[0] += 1
+                    time.sleep(0.05)
+                accepted[0] = min(runs, k + 200)
+        sent_at.append(time.perf_counter())
+
     t0 = time.perf_counter()
-    send_batched(http, [{"name": "bench/crash", "data": {"i": i}} for i in range(runs)])
-    sent = time.perf_counter() - t0
+    sender = threading.Thread(target=send_all, name="w7-sender", daemon=True)
+    sender.start()
     target = max(1, int(runs * kill_at))
     seen = [0]
 
     def enough() -> bool:
+        # At least `target` runs completed, and others part-way: on PostgreSQL a batch of runs can finish
+        # before the next request is ingested, and a kill then would find no step in flight.
         seen[0] = count_status(http, fn, "COMPLETED")
-        return seen[0] >= target
+        if seen[0] < target:
+            return False
+        bodies = httpx.get(f"{app_url}/bench/crash", timeout=60).json()["executions"]
+        return bodies - seen[0] * steps >= 50 or seen[0] >= runs
 
     harness.wait_until(enough, timeout=600, message=f"{target} runs to complete before the kill", interval=0.01)
     server.kill9()
     killed = time.perf_counter()
+    unsent = runs - accepted[0]
     at_kill = httpx.get(f"{app_url}/bench/crash", timeout=60).json()
     restart_ns = time.time_ns()
     restarted = time.perf_counter()
@@ -421,12 +452,13 @@ def w7_crash(http: httpx.Client, server: harness.ServerProcess, app_url: str, ru
         harness.wait_until(all_done, timeout=300, message=f"{runs} runs to complete after the restart",
                            interval=0.02)
     done = time.perf_counter()
+    sender.join(timeout=60)
     report = httpx.get(f"{app_url}/bench/crash", params={"since_ns": restart_ns}, timeout=60).json()
     completed = count_status(http, fn, "COMPLETED")
     first = report["first_after_ns"]
-    return {"runs": runs, "sent_s": sent, "kill_after_s": killed - t0, "target": target,
-            "completed_at_kill": seen[0], "steps_at_kill": at_kill["executions"],
-            "ready_s": ready - restarted,
+    return {"runs": runs, "send_s": (sent_at[0] - t0) if sent_at else float("nan"), "kill_after_s": killed - t0,
+            "target": target, "completed_at_kill": seen[0], "steps_at_kill": at_kill["executions"],
+            "unsent_at_kill": unsent, "resent": resent[0], "ready_s": ready - restarted,
             "first_step_s": (first - restart_ns) / 1e9 if first is not None else float("nan"),
             "all_done_s": done - restarted, "total_s": done - t0,
             "completed": completed, "total_runs": count_runs(http, fn),
@@ -531,8 +563,12 @@ def print_section(r: dict[str, Any], args: argparse.Namespace) -> None:
               f"{w7['kill_after_s']:.1f} s in; lease {args.w7_lease:g} s) | lost runs | restart→ready | "
               "restart→first step | restart→all done | steps re-run | total |")
         print("|---|---|---|---|---|---|---|")
+        unsent = (f"{w7['unsent_at_kill']} events not yet accepted at the kill ({w7['resent']} requests sent again)"
+                  if w7["unsent_at_kill"] else f"all events sent ({w7['send_s']:.1f} s) before the kill")
         print(f"| target: 0 lost; {w7['completed']}/{w7['runs']} COMPLETED ({w7['total_runs']} runs, {w7['failed']} "
-              f"failed); {w7['steps_at_kill']} step bodies ran before the kill | {lost} | {w7['ready_s']:.2f} s | "
+              f"failed); {w7['steps_at_kill']} step bodies ran before the kill "
+              f"({w7['steps_at_kill'] - 5 * w7['completed_at_kill']} of unfinished runs); {unsent} | {lost} | "
+              f"{w7['ready_s']:.2f} s | "
               f"{w7['first_step_s']:.2f} s | {w7['all_done_s']:.2f} s | {w7['rerun']} ({w7['repeated']} steps ran "
               f"more than once; {w7['executions']} bodies for {w7['runs'] * 5}) | {w7['total_s']:.1f} s |")
 
