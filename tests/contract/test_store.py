@@ -929,6 +929,26 @@ async def test_list_runs_filters_by_app_time_several_statuses_and_search(store: 
     assert [r.id for r in await store.list_runs(search="%hop")] == [r1]  # `%` is literal too
     assert [r.id for r in await store.list_runs(search=r2)] == [r2]  # a run id
     assert [r.id for r in await store.list_runs(search="customer", limit=1, before=r2)] == [r1]
+    assert [r.id for r in await store.list_runs(search="AL")] == [r2]  # too short for the trigram index
+    assert await store.count_runs(search="ada_", app_id="app-1", created_from=NOW, created_to=NOW + 1) == 1
+
+
+async def test_a_search_that_many_events_match_pages_the_same_way(store: base.Store) -> None:
+    """Past rows.COMMON_SEARCH matching events a runs list checks the newest runs one by one instead of
+    collecting every match: the same runs either way."""
+    await store.sync_app(app_record(), [fn_record()])
+    n = 1100
+    events = [base.EventRecord(internal_id=f"e{i}", id=f"e{i}", name="e/x",
+                               data={"note": "Needle" if i % 2 else "hay", "i": i}, ts=NOW, received_at=NOW)
+              for i in range(2 * n)]
+    runs = [base.NewRun(id=ids.new_ulid(NOW + i), function_slug="app-f", app_id="app-1", event_ids=(f"e{i}",),
+                        idempotency_key=None, due_at=NOW) for i in range(2 * n)]
+    await store.ingest(events, runs, NOW)
+    needles = [r.id for r in reversed(runs[1::2])]
+    assert [r.id for r in await store.list_runs(search="needle", limit=3)] == needles[:3]
+    assert [r.id for r in await store.list_runs(search="NEEDLE", limit=3, before=needles[500])] == needles[501:504]
+    assert await store.count_runs(search="needle") == n
+    assert await store.list_runs(search="needle", created_to=NOW) == []
 
 
 async def test_the_change_marker_moves_with_writes_only(store: base.Store) -> None:

@@ -80,13 +80,28 @@ def app_row(row: Row) -> base.AppRecord:
                           synced_at=row[6], error=row[7], function_count=row[8])
 
 
+#: How far a run id's time may be ahead of the run's `created_at`. Ids are made with the creation time,
+#: but stay increasing within a process (`ids.new_ulid`), so after the clock steps back they run ahead
+#: of it until it catches up; steps back of more than this are not expected (NTP slews small offsets).
+ID_AHEAD_MS = 5 * 60 * 1000
+#: Searches at least this long use the backends' trigram index of the events' data; shorter ones read
+#: every event (a trigram index cannot narrow them).
+TRIGRAM = 3
+
+
 def run_conditions(*, function_slug: str | None = None, status: str | Sequence[str] | None = None,
                    app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
                    search: str | None = None, before: str | None = None, like: str = "LIKE",
-                   ) -> tuple[str, list[Any]]:
+                   fts: bool = False, common: bool = False) -> tuple[str, list[Any]]:
     """The WHERE clause (`?` placeholders) of a runs list or count, and its arguments; both backends use it
     (PostgreSQL numbers the placeholders, `numbered`). `search` matches a run id exactly or text in the
-    data of the run's triggering events, ignoring case (`like` is the backend's case-blind LIKE)."""
+    data of the run's triggering events, ignoring case (`like` is the backend's case-blind LIKE).
+
+    The text search collects the matching events first (a subquery the backend runs once, through its
+    trigram index: pg_trgm serves ILIKE itself; SQLite, with `fts`, asks its FTS5 table `event_search`
+    for candidates, then checks each with LIKE), so its cost follows the number of matches rather than
+    the number of runs. With `common` (many events match, see `common_search`) a page of runs is found
+    faster the other way round: the newest runs first, each checked until the page is full."""
     conds: list[str] = []
     args: list[Any] = []
     if function_slug is not None:
@@ -104,17 +119,51 @@ def run_conditions(*, function_slug: str | None = None, status: str | Sequence[s
         conds += ["created_at >= ?", "id >= ?"]
         args += [created_from, ulid_floor(created_from)]
     if created_to is not None:
-        conds.append("created_at < ?")
-        args.append(created_to)
+        # The id bound lets an index on (…, id) stop at the end of the range (see ID_AHEAD_MS).
+        conds += ["created_at < ?", "id < ?"]
+        args += [created_to, ulid_floor(created_to + ID_AHEAD_MS)]
     if before is not None:
         conds.append("id < ?")
         args.append(before)
-    if search:
-        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if search and common:
+        # Newest first, each run's events checked in turn: quick to fill a page when many runs match.
         conds.append(f"(id = ? OR EXISTS (SELECT 1 FROM run_events re JOIN events e ON e.internal_id = re.event_id "
                      f"WHERE re.run_id = runs.id AND e.data {like} ? ESCAPE '\\'))")
-        args += [search, pattern]
+        args += [search, _pattern(search)]
+    elif search:
+        events, event_args = matching_events(search, like=like, fts=fts)
+        conds.append("(id = ? OR id IN (SELECT re.run_id FROM run_events re JOIN "
+                     f"(SELECT e.internal_id {events}) m ON m.internal_id = re.event_id))")
+        args += [search, *event_args]
     return (" WHERE " + " AND ".join(conds) if conds else ""), args
+
+
+def _pattern(search: str) -> str:
+    """`%search%` for LIKE ... ESCAPE '\\': the text's own `%`, `_` and `\\` match themselves."""
+    return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def matching_events(search: str, *, like: str = "LIKE", fts: bool = False) -> tuple[str, list[Any]]:
+    """`FROM ... WHERE ...` of the events (alias `e`) whose data has `search`, ignoring case, and its
+    arguments (see `run_conditions`)."""
+    if fts and len(search) >= TRIGRAM:
+        # FTS5's trigram LIKE takes no ESCAPE, so it gets the text as is (a `%` or `_` in it only widens
+        # the candidates); the escaped LIKE on the event decides.
+        sql = f"FROM event_search es JOIN events e ON e.seq = es.rowid WHERE es.data LIKE ? AND e.data {like} ? ESCAPE '\\'"
+        return sql, ["%" + search + "%", _pattern(search)]
+    return f"FROM events e WHERE e.data {like} ? ESCAPE '\\'", [_pattern(search)]
+
+
+#: A search whose text is in this many events or more is common: a page of runs is then found faster by
+#: checking the newest runs one by one than by collecting every match first.
+COMMON_SEARCH = 1000
+
+
+def common_search(search: str, *, like: str = "LIKE", fts: bool = False) -> tuple[str, list[Any]]:
+    """A query of how many events (at most COMMON_SEARCH) have `search`, and its arguments: a store's
+    runs list asks it first and passes `common=` to `run_conditions` (counts always collect the matches)."""
+    events, args = matching_events(search, like=like, fts=fts)
+    return f"SELECT count(*) FROM (SELECT 1 {events} LIMIT {COMMON_SEARCH}) c", args
 
 
 def numbered(sql: str, start: int = 1) -> str:

@@ -40,6 +40,9 @@ CREATE TABLE events (
 );
 CREATE INDEX events_internal ON events(internal_id);
 CREATE INDEX events_name ON events(name, seq);
+-- Searching runs by text in their events' data (ILIKE '%text%') goes through this trigram index.
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX events_data_trgm ON events USING gin (data gin_trgm_ops);
 
 CREATE TABLE runs (
     id              TEXT PRIMARY KEY,

@@ -39,6 +39,7 @@ from ratchet.server.store.postgres.rows import (
     step_row,
 )
 from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock
+from ratchet.server.store.rows import COMMON_SEARCH, common_search
 
 
 class PostgresStore(FlowMixin, RunsMixin):
@@ -180,9 +181,13 @@ class PostgresStore(FlowMixin, RunsMixin):
                         limit: int = 50, before: str | None = None, app_id: str | None = None,
                         created_from: int | None = None, created_to: int | None = None,
                         search: str | None = None) -> list[base.RunRecord]:
+        common = False
+        if search:
+            probe, probe_args = common_search(search, like="ILIKE")
+            common = (await self._pool.fetchrow(numbered(probe), *probe_args))[0] >= COMMON_SEARCH
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
                                      created_from=created_from, created_to=created_to, search=search, before=before,
-                                     like="ILIKE")
+                                     like="ILIKE", common=common)
         sql = numbered(f"SELECT {q.RUN_COLS} FROM runs{where} ORDER BY id DESC LIMIT ?")
         return [run_row(r) for r in await self._pool.fetch(sql, *args, limit)]
 

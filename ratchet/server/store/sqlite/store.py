@@ -14,6 +14,7 @@ import orjson
 from ratchet import protocol
 from ratchet.server.engine import lifecycle
 from ratchet.server.store import base, migrations
+from ratchet.server.store.rows import COMMON_SEARCH, common_search
 from ratchet.server.store.sqlite.connection import PRAGMAS, Checkpointer, GroupCommit, OwnerLock
 from ratchet.server.store.sqlite.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
 from ratchet.server.store.sqlite.rows import (
@@ -279,8 +280,13 @@ class SqliteStore(FlowMixin):
                         limit: int = 50, before: str | None = None, app_id: str | None = None,
                         created_from: int | None = None, created_to: int | None = None,
                         search: str | None = None) -> list[base.RunRecord]:
+        common = False
+        if search:
+            probe, probe_args = common_search(search, fts=True)
+            common = self._db.execute(probe, probe_args).fetchone()[0] >= COMMON_SEARCH
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
-                                     created_from=created_from, created_to=created_to, search=search, before=before)
+                                     created_from=created_from, created_to=created_to, search=search, before=before,
+                                     fts=True, common=common)
         rows = self._db.execute(f"SELECT {RUN_COLS} FROM runs{where} ORDER BY id DESC LIMIT ?",
                                 (*args, limit)).fetchall()
         return [run_row(r) for r in rows]
@@ -289,7 +295,7 @@ class SqliteStore(FlowMixin):
                          app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
                          search: str | None = None) -> int:
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
-                                     created_from=created_from, created_to=created_to, search=search)
+                                     created_from=created_from, created_to=created_to, search=search, fts=True)
         return int(self._db.execute(f"SELECT count(*) FROM runs{where}", args).fetchone()[0])
 
     async def change_marker(self) -> object:
