@@ -38,9 +38,16 @@ const liveWatchers = new Set();
 function startLive() {
   const es = new EventSource("/v1/stream");
   const set = (s) => { liveState = s; liveWatchers.forEach((f) => f(s)); };
-  es.addEventListener("hello", () => set("live"));
-  es.addEventListener("change", () => listeners.forEach((f) => f()));
-  es.onerror = () => set("reconnecting");
+  const changed = () => listeners.forEach((f) => f());
+  es.addEventListener("hello", () => {
+    if (liveState !== "connecting") changed(); // back after a break: what changed meanwhile was not announced
+    set("live");
+  });
+  es.addEventListener("change", changed);
+  es.onerror = () => {
+    set("reconnecting");
+    if (es.readyState === EventSource.CLOSED) setTimeout(startLive, 3000); // the browser gave up: start over
+  };
 }
 
 function useLive(refresh) {
@@ -75,11 +82,20 @@ const STATUSES = ["QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "SKIP
 const ENDED = new Set(["COMPLETED", "FAILED", "CANCELLED", "SKIPPED"]);
 const Badge = ({ status }) => html`<span class=${`badge ${status}`} data-testid="status">${status}</span>`;
 
+// Loads overlap (a filter changes while a live refresh is in flight): an answer is shown only if no
+// later-started load has been shown already, so a slow, stale answer never replaces a newer one.
 function useLoad(load, deps) {
   const [state, setState] = useState({ data: null, error: null, loading: true });
+  const started = useRef(0);
+  const shown = useRef(0);
   const reload = useCallback(async () => {
-    try { setState({ data: await load(), error: null, loading: false }); }
-    catch (e) { setState((s) => ({ data: s.data, error: e.message, loading: false })); }
+    const n = ++started.current;
+    let next;
+    try { const data = await load(); next = () => ({ data, error: null, loading: false }); }
+    catch (e) { next = (s) => ({ data: s.data, error: e.message, loading: false }); }
+    if (n < shown.current) return;
+    shown.current = n;
+    setState(next);
   }, deps);
   useEffect(() => { setState((s) => ({ ...s, loading: true })); reload(); }, [reload]);
   return [state, reload];
@@ -141,7 +157,8 @@ function RunsPage() {
     return { runs: page.data, count: count.data.count };
   }, [key]);
   useLive(reload);
-  const set = (k) => (e) => { setCursors([]); setFilters({ ...filters, [k]: e.target.value }); };
+  // Functional updates: two changes before a re-render must not undo each other.
+  const set = (k) => (e) => { const v = e.target.value; setCursors([]); setFilters((f) => ({ ...f, [k]: v })); };
   const fnName = (id) => (meta.data?.functions.find((f) => f.id === id)?.name) || id;
 
   const openBulk = async (action) => {
@@ -178,7 +195,7 @@ function RunsPage() {
       ${filters.range === "custom" && html`
         <label>From<input type="datetime-local" value=${filters.from} onChange=${set("from")} /></label>
         <label>To<input type="datetime-local" value=${filters.to} onChange=${set("to")} /></label>`}
-      <form class="row" onSubmit=${(e) => { e.preventDefault(); setCursors([]); setFilters({ ...filters, q: search.trim() }); }}>
+      <form class="row" onSubmit=${(e) => { e.preventDefault(); setCursors([]); setFilters((f) => ({ ...f, q: search.trim() })); }}>
         <label>Search<input type="search" placeholder="run id or event data" value=${search} size="28"
           onInput=${(e) => setSearch(e.target.value)} data-testid="search" /></label>
         <button type="submit">Search</button>
