@@ -206,7 +206,7 @@ function RunsPage() {
       <button class="danger" onClick=${() => openBulk("cancel")} data-testid="bulk-cancel">Cancel running…</button>
       <button onClick=${() => openBulk("replay")} data-testid="bulk-replay">Replay failed…</button></div>`}
     ${runs.error && html`<div class="notice bad">${runs.error}</div>`}
-    <div class="muted" data-testid="run-count">${runs.data ? `${runs.data.count} runs` : "…"}</div>
+    <div class="muted" data-testid="run-count">${runs.data ? `${runs.data.count} run${runs.data.count === 1 ? "" : "s"}` : "…"}</div>
     <table data-testid="runs-table"><thead><tr><th>Run</th><th>Function</th><th>Status</th><th>Created</th><th>Duration</th></tr></thead>
     <tbody>${(runs.data?.runs || []).map((r) => html`
       <tr class="clickable" data-testid="run-row" data-run-id=${r.id} onClick=${() => { location.hash = `#/runs/${r.id}`; }}>
@@ -242,23 +242,35 @@ function StepDetail({ step }) {
     </div>
     ${step.error && html`<div class="error"><b>${step.error.name || "Error"}</b>: ${step.error.message}</div>
       ${step.error.stack && html`<pre data-testid="step-stack">${step.error.stack}</pre>`}`}
-    ${"output" in step && step.op === "WaitForEvent" && step.status !== "waiting" && html`<div class="muted">${step.output ? "matched event" : "timed out (no matching event)"}</div>`}
+    ${"output" in step && step.op === "WaitForEvent" && step.status === "completed" && html`<div class="muted">${step.output ? "matched event" : "timed out (no matching event)"}</div>`}
     ${"output" in step && step.output !== undefined && html`<pre data-testid="step-output">${pretty(step.output)}</pre>`}
   </div>`;
 }
 
+// A sleep or wait still pending when its run ended (cancelled, timed out) never finishes: it is shown as
+// interrupted at the run's end, not as sleeping until a time that will not come.
+function stepView(s, run) {
+  if (run.ended_at && (s.status === "sleeping" || s.status === "waiting")) {
+    return { ...s, status: "interrupted", ended_at: Math.max(run.ended_at, s.started_at) };
+  }
+  return s;
+}
+
 function Timeline({ run, onRerunFrom }) {
   const [open, setOpen] = useState({});
+  const steps = run.steps.map((s) => stepView(s, run));
   const start = run.created_at;
-  const end = Math.max(run.ended_at || Date.now(), ...run.steps.map((s) => s.ended_at || 0), start + 1);
+  const end = Math.max(run.ended_at || Date.now(), ...steps.map((s) => s.ended_at || 0), start + 1);
   const span = end - start;
   const pos = (t) => `${Math.max(0, Math.min(100, ((t - start) / span) * 100))}%`;
   return html`<div class="timeline" data-testid="timeline">
-    ${run.steps.map((s) => {
+    ${steps.map((s) => {
       const sEnd = s.ended_at || Date.now();
+      const kept = run.rerun_of && s.ended_at && s.ended_at <= run.created_at; // memo copied from the run this one reruns
       const label = s.status === "sleeping" ? `until ${new Date(s.ended_at).toLocaleTimeString()}`
-        : s.status === "waiting" ? "waiting" : fmtDuration(sEnd - s.started_at);
-      return html`<div class="step" data-testid="step" data-step-id=${s.id} data-step-status=${s.status}>
+        : s.status === "waiting" ? "waiting" : `${kept ? "kept · " : ""}${fmtDuration(sEnd - s.started_at)}`;
+      return html`<div class="step" data-testid="step" data-step-id=${s.id} data-step-status=${s.status}
+          data-kept=${kept ? "true" : "false"} title=${kept ? "result kept from the run this one reruns" : ""}>
         <div class="head" onClick=${() => setOpen({ ...open, [s.hash]: !open[s.hash] })}>
           <div><span class=${`badge ${s.status}`}>${s.status}</span> <b>${s.id}</b></div>
           <div class="track"><div class=${`bar ${s.status}`} style=${{ left: pos(s.started_at), width: `calc(${pos(sEnd)} - ${pos(s.started_at)})` }}></div></div>
@@ -268,7 +280,7 @@ function Timeline({ run, onRerunFrom }) {
           <div class="row"><button onClick=${() => onRerunFrom(s)} data-testid="rerun-from-step">Rerun from this step…</button></div>`}
       </div>`;
     })}
-    ${!run.steps.length && html`<div class="muted">No steps recorded yet.</div>`}
+    ${!steps.length && html`<div class="muted">No steps recorded yet.</div>`}
   </div>`;
 }
 
@@ -302,6 +314,18 @@ function RerunDialog({ run, events, fromStep, onClose }) {
     <div class="row"><button class="primary" onClick=${submit} disabled=${edit && !!check.error} data-testid="rerun-confirm">Rerun</button>
       <button onClick=${onClose}>Cancel</button></div>
   </${Dialog}>`;
+}
+
+// A failed or cancelled run's error: the SDK's error object (name, message, stack) when it is one.
+function RunError({ run }) {
+  const out = run.output;
+  const isError = out && typeof out === "object" && !Array.isArray(out) && typeof out.message === "string";
+  if (!isError) {
+    return html`${run.error && html`<div class="error" data-testid="run-error">${run.error}</div>`}
+      ${out !== null && out !== undefined && html`<pre data-testid="run-output">${pretty(out)}</pre>`}`;
+  }
+  return html`<div class="error" data-testid="run-error"><b>${out.name || "Error"}</b>: ${out.message}</div>
+    ${out.stack && html`<pre data-testid="run-stack">${out.stack}</pre>`}`;
 }
 
 function RunPage({ id }) {
@@ -341,8 +365,8 @@ function RunPage({ id }) {
     <h2>Steps</h2>
     <div class="card"><${Timeline} run=${run} onRerunFrom=${(s) => setRerun({ from: s })} /></div>
     ${ENDED.has(run.status) && html`<h2>${run.status === "COMPLETED" ? "Output" : "Error"}</h2>
-      <div class="card">${run.error && html`<div class="error" data-testid="run-error">${run.error}</div>`}
-      <pre data-testid="run-output">${pretty(run.output)}</pre></div>`}
+      <div class="card">${run.status === "COMPLETED" ? html`<pre data-testid="run-output">${pretty(run.output)}</pre>`
+        : html`<${RunError} run=${run} />`}</div>`}
     <h2>Triggering event${events.length === 1 ? "" : "s"}</h2>
     ${events.map((e) => html`<div class="card"><div class="row"><b>${e.name}</b><span class="muted mono">${e.id}</span>
       <span class="muted">${fmtTime(e.ts)}</span></div><pre data-testid="event-payload">${pretty(e.data)}</pre></div>`)}
@@ -368,7 +392,7 @@ function SendEvent({ onSent }) {
   };
   return html`<form class="card" onSubmit=${send} data-testid="send-form">
     <h2 style="margin-top:0">Send an event</h2>
-    <label>Name <input value=${name} onInput=${(e) => setName(e.target.value)} placeholder="shop/order.created" size="40" data-testid="send-name" required /></label>
+    <label class="field">Name <input value=${name} onInput=${(e) => setName(e.target.value)} placeholder="shop/order.created" size="40" data-testid="send-name" required /></label>
     <${JsonEditor} label="Data" value=${text} onInput=${setText} testid="send-data" />
     ${result && html`<div class=${result.bad ? "notice bad" : "notice"} data-testid="send-result">${result.text}</div>`}
     <button class="primary" type="submit" disabled=${!!check.error || !name.trim()} data-testid="send-submit">Send</button>
@@ -398,7 +422,8 @@ function EventsPage() {
     <${SendEvent} onSent=${reload} />
     <div class="card filters"><label>Name<input value=${name} onChange=${(e) => { setCursors([]); setName(e.target.value); }} placeholder="exact event name" /></label></div>
     <table data-testid="events-table"><thead><tr><th>Name</th><th>Id</th><th>Received</th></tr></thead>
-      <tbody>${(events.data || []).map((ev) => html`<${EventRow} key=${ev.internal_id + ev.cursor} ev=${ev} />`)}</tbody></table>
+      <tbody>${(events.data || []).map((ev) => html`<${EventRow} key=${ev.internal_id + ev.cursor} ev=${ev} />`)}
+        ${events.data && !events.data.length && html`<tr><td colspan="3" class="muted">No events${name ? " with that name" : " yet"}.</td></tr>`}</tbody></table>
     <div class="pager">
       <button disabled=${!cursors.length} onClick=${() => setCursors(cursors.slice(0, -1))}>← Newer</button>
       <button disabled=${!events.data || events.data.length < 25} onClick=${() => setCursors([...cursors, events.data[events.data.length - 1].cursor])}>Older →</button>
