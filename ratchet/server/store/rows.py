@@ -127,8 +127,10 @@ def run_conditions(*, function_slug: str | None = None, status: str | Sequence[s
         args.append(before)
     if search and common:
         # Newest first, each run's events checked in turn: quick to fill a page when many runs match.
+        # PostgreSQL (ILIKE) would rather hash every match first; OFFSET 0 keeps the check per run.
+        fence = " OFFSET 0" if like == "ILIKE" else ""
         conds.append(f"(id = ? OR EXISTS (SELECT 1 FROM run_events re JOIN events e ON e.internal_id = re.event_id "
-                     f"WHERE re.run_id = runs.id AND e.data {like} ? ESCAPE '\\'))")
+                     f"WHERE re.run_id = runs.id AND e.data {like} ? ESCAPE '\\'{fence}))")
         args += [search, _pattern(search)]
     elif search:
         events, event_args = matching_events(search, like=like, fts=fts)
