@@ -929,7 +929,7 @@ async def test_list_runs_filters_by_app_time_several_statuses_and_search(store: 
     assert [r.id for r in await store.list_runs(search="%hop")] == [r1]  # `%` is literal too
     assert [r.id for r in await store.list_runs(search=r2)] == [r2]  # a run id
     assert [r.id for r in await store.list_runs(search="customer", limit=1, before=r2)] == [r1]
-    assert [r.id for r in await store.list_runs(search="AL")] == [r2]  # too short for the trigram index
+    assert [r.id for r in await store.list_runs(search="AL")] == [r2]  # too short for a trigram index
     assert await store.count_runs(search="ada_", app_id="app-1", created_from=NOW, created_to=NOW + 1) == 1
 
 

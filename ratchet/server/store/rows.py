@@ -84,23 +84,19 @@ def app_row(row: Row) -> base.AppRecord:
 #: but stay increasing within a process (`ids.new_ulid`), so after the clock steps back they run ahead
 #: of it until it catches up; steps back of more than this are not expected (NTP slews small offsets).
 ID_AHEAD_MS = 5 * 60 * 1000
-#: Searches at least this long use the backends' trigram index of the events' data; shorter ones read
-#: every event (a trigram index cannot narrow them).
-TRIGRAM = 3
 
 
 def run_conditions(*, function_slug: str | None = None, status: str | Sequence[str] | None = None,
                    app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
                    search: str | None = None, before: str | None = None, like: str = "LIKE",
-                   fts: bool = False, common: bool = False) -> tuple[str, list[Any]]:
+                   common: bool = False) -> tuple[str, list[Any]]:
     """The WHERE clause (`?` placeholders) of a runs list or count, and its arguments; both backends use it
     (PostgreSQL numbers the placeholders, `numbered`). `search` matches a run id exactly or text in the
     data of the run's triggering events, ignoring case (`like` is the backend's case-blind LIKE).
 
-    The text search collects the matching events first (a subquery the backend runs once, through its
-    trigram index: pg_trgm serves ILIKE itself; SQLite, with `fts`, asks its FTS5 table `event_search`
-    for candidates, then checks each with LIKE), so its cost follows the number of matches rather than
-    the number of runs. With `common` (many events match, see `common_search`) a page of runs is found
+    The text search collects the matching events first (a subquery the backend runs once: PostgreSQL
+    through its pg_trgm index, SQLite by reading the events once), then looks up only their runs,
+    rather than looking up every run's events. With `common` (many events match, see `common_search`) a page of runs is found
     faster the other way round: the newest runs first, each checked until the page is full."""
     conds: list[str] = []
     args: list[Any] = []
@@ -133,7 +129,7 @@ def run_conditions(*, function_slug: str | None = None, status: str | Sequence[s
                      f"WHERE re.run_id = runs.id AND e.data {like} ? ESCAPE '\\'{fence}))")
         args += [search, _pattern(search)]
     elif search:
-        events, event_args = matching_events(search, like=like, fts=fts)
+        events, event_args = matching_events(search, like=like)
         conds.append("(id = ? OR id IN (SELECT re.run_id FROM run_events re JOIN "
                      f"(SELECT e.internal_id {events}) m ON m.internal_id = re.event_id))")
         args += [search, *event_args]
@@ -145,14 +141,9 @@ def _pattern(search: str) -> str:
     return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def matching_events(search: str, *, like: str = "LIKE", fts: bool = False) -> tuple[str, list[Any]]:
+def matching_events(search: str, *, like: str = "LIKE") -> tuple[str, list[Any]]:
     """`FROM ... WHERE ...` of the events (alias `e`) whose data has `search`, ignoring case, and its
     arguments (see `run_conditions`)."""
-    if fts and len(search) >= TRIGRAM:
-        # FTS5's trigram LIKE takes no ESCAPE, so it gets the text as is (a `%` or `_` in it only widens
-        # the candidates); the escaped LIKE on the event decides.
-        sql = f"FROM event_search es JOIN events e ON e.seq = es.rowid WHERE es.data LIKE ? AND e.data {like} ? ESCAPE '\\'"
-        return sql, ["%" + search + "%", _pattern(search)]
     return f"FROM events e WHERE e.data {like} ? ESCAPE '\\'", [_pattern(search)]
 
 
@@ -161,10 +152,10 @@ def matching_events(search: str, *, like: str = "LIKE", fts: bool = False) -> tu
 COMMON_SEARCH = 1000
 
 
-def common_search(search: str, *, like: str = "LIKE", fts: bool = False) -> tuple[str, list[Any]]:
+def common_search(search: str, *, like: str = "LIKE") -> tuple[str, list[Any]]:
     """A query of how many events (at most COMMON_SEARCH) have `search`, and its arguments: a store's
     runs list asks it first and passes `common=` to `run_conditions` (counts always collect the matches)."""
-    events, args = matching_events(search, like=like, fts=fts)
+    events, args = matching_events(search, like=like)
     return f"SELECT count(*) FROM (SELECT 1 {events} LIMIT {COMMON_SEARCH}) c", args
 
 

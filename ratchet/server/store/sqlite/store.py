@@ -282,11 +282,11 @@ class SqliteStore(FlowMixin):
                         search: str | None = None) -> list[base.RunRecord]:
         common = False
         if search:
-            probe, probe_args = common_search(search, fts=True)
+            probe, probe_args = common_search(search)
             common = self._db.execute(probe, probe_args).fetchone()[0] >= COMMON_SEARCH
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
                                      created_from=created_from, created_to=created_to, search=search, before=before,
-                                     fts=True, common=common)
+                                     common=common)
         rows = self._db.execute(f"SELECT {RUN_COLS} FROM runs{where} ORDER BY id DESC LIMIT ?",
                                 (*args, limit)).fetchall()
         return [run_row(r) for r in rows]
@@ -295,7 +295,7 @@ class SqliteStore(FlowMixin):
                          app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
                          search: str | None = None) -> int:
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
-                                     created_from=created_from, created_to=created_to, search=search, fts=True)
+                                     created_from=created_from, created_to=created_to, search=search)
         return int(self._db.execute(f"SELECT count(*) FROM runs{where}", args).fetchone()[0])
 
     async def change_marker(self) -> object:
