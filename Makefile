@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv dev test test-fast bench lint lock clean dashboard-vendor
+.PHONY: venv dev test test-fast bench lint lock clean dashboard-vendor chromium
 
 venv: $(STAMP)
 
@@ -18,11 +18,19 @@ $(STAMP): pyproject.toml requirements.lock
 dev: $(STAMP)
 	$(BIN)/python -m examples.run_dev
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q -m "not e2e and not compat"
+	$(BIN)/python -m pytest -n 2 -q -m "not e2e and not compat and not ui"
+
+# The browser tier (tests/ui) drives Debian's chromium through Playwright; Playwright never downloads a
+# browser here. Installed with apt-get (as root) when missing; without it tests/ui skip, or fail on CI.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium \
+	  || (apt-get update -q && apt-get install -y -q chromium)) \
+	  || echo "warning: could not install chromium (apt-get install chromium, as root): tests/ui will skip (fail with CI=true)"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

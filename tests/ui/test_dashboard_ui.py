@@ -1,0 +1,297 @@
+"""The dashboard in real headless Chromium (Playwright) against `ratchet dev` and an app on Ratchet's SDK:
+what a user sees and does, page by page. Each test saves a full-page screenshot of every page it visits
+to build/ui-screenshots/."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from tests import harness
+from tests.ui.conftest import UI
+
+pytestmark = pytest.mark.ui
+
+
+def run_status(page: Page) -> Locator:
+    """The status badge in the run page's title."""
+    return page.get_by_test_id("run-page").locator("h1").get_by_test_id("status")
+
+
+def row(page: Page, run_id: str) -> Locator:
+    return page.locator(f'[data-testid="run-row"][data-run-id="{run_id}"]')
+
+
+def step(page: Page, step_id: str) -> Locator:
+    return page.locator(f'[data-testid="step"][data-step-id="{step_id}"]')
+
+
+def wait_sleeping(ui: UI, run_id: str, step_id: str) -> None:
+    harness.wait_until(lambda: any(s["id"] == step_id and s["status"] == "sleeping" for s in ui.api.run(run_id)["steps"]),
+                       15, f"run {run_id} to sleep in {step_id}")
+
+
+def test_runs_list_shows_statuses_and_filters_by_status_function_and_event_data(ui: UI) -> None:
+    ada = harness.send_and_get_run(ui.api, "ui/hello", {"who": "ada lovelace"})
+    grace = harness.send_and_get_run(ui.api, "ui/hello", {"who": "grace hopper"})
+    failed = harness.send_and_get_run(ui.api, "ui/fail", {"who": "nobody"})
+    sleeping = harness.send_and_get_run(ui.api, "ui/sleep")
+    harness.wait_run(ui.api, ada)
+    harness.wait_run(ui.api, grace)
+    harness.wait_run(ui.api, failed, "FAILED")
+    wait_sleeping(ui, sleeping, "nap")
+
+    page = ui.page
+    page.goto("/#/runs")
+    expect(page.get_by_test_id("run-row")).to_have_count(4)
+    expect(page.get_by_test_id("run-count")).to_have_text("4 runs")
+    for run_id, status in ((ada, "COMPLETED"), (grace, "COMPLETED"), (failed, "FAILED"), (sleeping, "RUNNING")):
+        expect(row(page, run_id).get_by_test_id("status")).to_have_text(status)
+    expect(row(page, failed)).to_contain_text("Always fails")  # the function's name, not its id
+    ui.shot()
+
+    page.get_by_test_id("filter-status").select_option("FAILED")
+    expect(page.get_by_test_id("run-row")).to_have_count(1)
+    expect(row(page, failed)).to_be_visible()
+    ui.shot()
+
+    page.get_by_test_id("filter-status").select_option("")
+    page.get_by_test_id("filter-function").select_option("ui-hello")
+    expect(page.get_by_test_id("run-row")).to_have_count(2)
+    expect(row(page, ada)).to_be_visible()
+    expect(row(page, grace)).to_be_visible()
+    expect(page.get_by_test_id("run-count")).to_have_text("2 runs")
+    ui.shot()
+
+    page.get_by_test_id("filter-function").select_option("")
+    page.get_by_test_id("search").fill("GRACE")  # text in the event data, case-blind
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_test_id("run-row")).to_have_count(1)
+    expect(row(page, grace)).to_be_visible()
+    ui.shot()
+
+    page.get_by_test_id("search").fill("nobody matches this")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_test_id("run-row")).to_have_count(0)
+    expect(page.get_by_text("No runs match.")).to_be_visible()
+
+    page.get_by_test_id("search").fill("")
+    page.get_by_role("button", name="Search").click()
+    row(page, ada).click()  # a row opens its run
+    expect(page).to_have_url(re.compile(f"#/runs/{ada}$"))
+    expect(run_status(page)).to_have_text("COMPLETED")
+    expect(page.get_by_test_id("run-output")).to_contain_text("Hello, ada lovelace!")
+    ui.shot()
+
+
+def test_a_run_page_follows_the_run_live_until_it_completes(ui: UI) -> None:
+    run_id = harness.send_and_get_run(ui.api, "ui/pipeline", {"order": 7})
+    page = ui.page
+    page.goto(f"/#/runs/{run_id}")
+    # The app holds step "wait-for-release" open until the test creates the release file.
+    expect(run_status(page)).to_have_text("RUNNING")
+    expect(step(page, "fetch")).to_have_attribute("data-step-status", "completed")
+    expect(step(page, "pause")).to_be_visible()
+    expect(step(page, "summarize")).to_have_count(0)
+    expect(page.get_by_test_id("cancel-run")).to_be_visible()
+    ui.shot()
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+
+    (ui.dir / "release").touch()
+    expect(step(page, "wait-for-release")).to_have_attribute("data-step-status", "completed")
+    expect(step(page, "summarize")).to_have_attribute("data-step-status", "completed")
+    expect(run_status(page)).to_have_text("COMPLETED")
+    expect(page.get_by_test_id("run-output")).to_contain_text('"total": 6')
+    expect(page.get_by_test_id("cancel-run")).to_have_count(0)
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded instead of updating live"
+    expect(page.get_by_test_id("step")).to_have_count(4)
+    assert [s.get_attribute("data-step-id") for s in page.get_by_test_id("step").all()] == [
+        "fetch", "pause", "wait-for-release", "summarize"]
+
+    step(page, "fetch").locator(".head").click()  # a step opens to show its output
+    expect(step(page, "fetch").get_by_test_id("step-output")).to_contain_text('"items": 3')
+    ui.shot()
+    assert harness.wait_run(ui.api, run_id)["output"] == {"released": "released", "total": 6}
+
+
+def test_send_an_event_from_the_events_page_and_see_it_and_its_run(ui: UI) -> None:
+    page = ui.page
+    page.goto("/#/events")
+    expect(page.get_by_test_id("send-form")).to_be_visible()
+    ui.shot()
+    page.get_by_test_id("send-name").fill("ui/hello")
+    page.get_by_test_id("send-data").fill('{"who": "the events page"}')
+    page.get_by_test_id("send-submit").click()
+    expect(page.get_by_test_id("send-result")).to_contain_text("Sent: event")
+    event_id = page.get_by_test_id("send-result").inner_text().split()[-1]
+
+    (event,) = ui.api._data("/v1/events")
+    assert event["name"] == "ui/hello" and event["data"] == {"who": "the events page"}
+    event_row = page.locator('[data-testid="event-row"][data-event-name="ui/hello"]')
+    expect(event_row).to_have_count(1)
+    expect(event_row).to_contain_text(event["id"])
+    (run_id,) = harness.wait_runs_for_event(ui.api, event_id)
+
+    event_row.click()  # opens to show the data and the runs it started
+    run_link = page.get_by_role("link", name=run_id)
+    expect(run_link).to_be_visible()
+    ui.shot()
+    run_link.click()
+    expect(page.get_by_test_id("run-page")).to_have_attribute("data-run-id", run_id)
+    expect(run_status(page)).to_have_text("COMPLETED")
+    expect(page.get_by_test_id("run-output")).to_contain_text("Hello, the events page!")
+    expect(page.get_by_test_id("event-payload")).to_contain_text('"who": "the events page"')
+    ui.shot()
+
+
+def test_bad_json_in_the_send_form_is_shown_inline_and_nothing_is_sent(ui: UI) -> None:
+    page = ui.page
+    posts: list[str] = []
+    page.on("request", lambda r: r.method == "POST" and "/v1/events" in r.url and posts.append(r.post_data or ""))
+    page.goto("/#/events")
+    page.get_by_test_id("send-name").fill("ui/hello")
+    data = page.get_by_test_id("send-data")
+    data.fill('{"who": "nobody",}')
+    expect(page.get_by_test_id("send-data-error")).to_contain_text("Invalid JSON")
+    expect(data).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("send-submit")).to_be_disabled()
+    ui.shot()
+    # Neither pressing Enter nor submitting the form by script sends anything.
+    page.get_by_test_id("send-name").press("Enter")
+    page.get_by_test_id("send-form").evaluate("form => form.requestSubmit()")
+    expect(page.get_by_test_id("send-result")).to_have_count(0)
+    expect(page.get_by_text("No events yet.")).to_be_visible()
+
+    data.fill("[1, 2]")  # valid JSON, but event data is an object
+    expect(page.get_by_test_id("send-data-error")).to_contain_text("must be a JSON object")
+    expect(page.get_by_test_id("send-submit")).to_be_disabled()
+    assert ui.api._data("/v1/events") == [] and posts == []
+
+    data.fill('{"who": "somebody"}')  # fixed: the error goes and the one event that is sent is this one
+    expect(page.get_by_test_id("send-data-error")).to_have_count(0)
+    expect(page.get_by_test_id("send-submit")).to_be_enabled()
+    page.get_by_test_id("send-submit").click()
+    expect(page.get_by_test_id("send-result")).to_contain_text("Sent: event")
+    ui.shot()
+    events = ui.api._data("/v1/events")
+    assert [e["data"] for e in events] == [{"who": "somebody"}]
+    assert [json.loads(p) for p in posts] == [{"name": "ui/hello", "data": {"who": "somebody"}}]
+
+
+def test_cancel_a_sleeping_run_from_its_page(ui: UI) -> None:
+    run_id = harness.send_and_get_run(ui.api, "ui/sleep")
+    wait_sleeping(ui, run_id, "nap")
+    page = ui.page
+    page.goto(f"/#/runs/{run_id}")
+    expect(run_status(page)).to_have_text("RUNNING")
+    expect(step(page, "nap")).to_have_attribute("data-step-status", "sleeping")
+    ui.shot()
+    page.get_by_test_id("cancel-run").click()
+    expect(run_status(page)).to_have_text("CANCELLED")
+    expect(page.get_by_test_id("cancel-run")).to_have_count(0)
+    expect(page.get_by_test_id("run-error")).to_have_text("FunctionCancelled: cancelled through the API")
+    # The sleep will never end now: shown as interrupted, not as sleeping for another hour.
+    expect(step(page, "nap")).to_have_attribute("data-step-status", "interrupted")
+    ui.shot()
+    assert harness.wait_run(ui.api, run_id, "CANCELLED")["status"] == "CANCELLED"
+
+
+def test_rerun_a_failed_run_from_its_failing_step_after_fixing_the_app(ui: UI) -> None:
+    (ui.dir / "broken").touch()
+    failed = harness.send_and_get_run(ui.api, "ui/checkout", {"order": "o-1"})
+    run = harness.wait_run(ui.api, failed, "FAILED")
+    assert [(s["id"], s["status"]) for s in run["steps"]] == [("reserve", "completed"), ("charge", "failed")]
+    assert (ui.executions("reserve"), ui.executions("charge")) == (1, 1)
+
+    (ui.dir / "broken").unlink()  # fix the app
+    page = ui.page
+    page.goto(f"/#/runs/{failed}")
+    expect(run_status(page)).to_have_text("FAILED")
+    expect(page.get_by_test_id("run-error")).to_have_text("RuntimeError: payment provider is down")
+    expect(page.get_by_test_id("run-stack")).to_contain_text('raise RuntimeError("payment provider is down")')
+    charge = step(page, "charge")
+    expect(charge).to_have_attribute("data-step-status", "failed")
+    charge.locator(".head").click()
+    expect(charge.get_by_test_id("step-detail")).to_contain_text("payment provider is down")
+    ui.shot()
+    charge.get_by_test_id("rerun-from-step").click()
+    dialog = page.get_by_role("dialog", name="Rerun")
+    expect(dialog).to_be_visible()
+    charge_hash = next(s["hash"] for s in run["steps"] if s["id"] == "charge")
+    expect(dialog.get_by_test_id("rerun-step")).to_have_value(charge_hash)
+    ui.shot()
+    dialog.get_by_test_id("rerun-confirm").click()
+
+    expect(page).not_to_have_url(re.compile(f"#/runs/{failed}$"))
+    rerun = page.url.rsplit("/", 1)[-1]
+    expect(page.get_by_test_id("run-page")).to_have_attribute("data-run-id", rerun)
+    expect(run_status(page)).to_have_text("COMPLETED")
+    expect(step(page, "reserve")).to_have_attribute("data-step-status", "completed")
+    expect(step(page, "reserve")).to_have_attribute("data-kept", "true")  # its result came from the failed run
+    expect(step(page, "charge")).to_have_attribute("data-step-status", "completed")
+    expect(step(page, "charge")).to_have_attribute("data-kept", "false")
+    expect(page.get_by_test_id("run-output")).to_contain_text("charged-reserved-o-1")
+    expect(page.get_by_role("link", name=failed)).to_be_visible()  # "rerun of"
+    ui.shot()
+
+    done = harness.wait_run(ui.api, rerun)
+    assert done["rerun_of"] == failed and done["output"] == {"receipt": "charged-reserved-o-1"}
+    # Step "reserve" kept its result from the failed run: the app never ran it again.
+    assert ui.executions("reserve") == 1 and ui.executions("reserve", rerun) == 0
+    assert ui.executions("charge", rerun) == 1
+
+
+def test_functions_page_invokes_a_function_and_apps_page_resyncs(ui: UI) -> None:
+    page = ui.page
+    page.goto("/#/functions")
+    fn_row = page.locator('[data-testid="function-row"][data-function-id="ui-hello"]')
+    expect(fn_row).to_contain_text("ui/hello")  # its trigger
+    expect(page.get_by_test_id("function-row")).to_have_count(len(ui.api.functions()))
+    ui.shot()
+    fn_row.get_by_test_id("invoke").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_test_id("invoke-data").fill('{"who": "the invoker"}')
+    dialog.get_by_test_id("invoke-confirm").click()
+    expect(page.get_by_test_id("run-page")).to_be_visible()
+    expect(run_status(page)).to_have_text("COMPLETED")
+    expect(page.get_by_test_id("run-output")).to_contain_text("Hello, the invoker!")
+    ui.shot()
+    run_id = page.get_by_test_id("run-page").get_attribute("data-run-id")
+    assert run_id and harness.wait_run(ui.api, run_id)["function_id"] == "ui-hello"
+
+    page.get_by_role("link", name="Apps").click()
+    app_row = page.get_by_test_id("app-row")
+    expect(app_row).to_have_count(1)
+    expect(app_row).to_contain_text(ui.stack.app.url)
+    app_row.get_by_test_id("resync").click()
+    expect(page.get_by_test_id("sync-result")).to_have_text("Synced ui.")
+    ui.shot()
+    page.get_by_role("link", name="Dead letters").click()
+    expect(page.get_by_role("cell", name="None.")).to_be_visible()
+    ui.shot()
+
+
+def test_bulk_cancel_shows_how_many_runs_before_it_cancels(ui: UI) -> None:
+    sleepers = [harness.send_and_get_run(ui.api, "ui/sleep", {"n": n}) for n in range(2)]
+    done = harness.send_and_get_run(ui.api, "ui/hello", {"who": "bystander"})
+    for run_id in sleepers:
+        wait_sleeping(ui, run_id, "nap")
+    harness.wait_run(ui.api, done)
+    page = ui.page
+    page.goto("/#/runs")
+    page.get_by_test_id("filter-function").select_option("ui-sleeper")
+    expect(page.get_by_test_id("run-row")).to_have_count(2)
+    page.get_by_test_id("bulk-cancel").click()
+    expect(page.get_by_test_id("bulk-count")).to_have_text("2 running or queued runs will be cancelled.")
+    ui.shot()
+    assert [ui.api.run(r)["status"] for r in sleepers] == ["RUNNING", "RUNNING"]  # nothing happened yet
+    page.get_by_test_id("bulk-confirm").click()
+    expect(page.get_by_test_id("notice")).to_have_text("Cancelled 2 runs.")
+    for run_id in sleepers:
+        expect(row(page, run_id).get_by_test_id("status")).to_have_text("CANCELLED")
+    ui.shot()
+    assert [harness.wait_run(ui.api, r, "CANCELLED")["status"] for r in sleepers] == ["CANCELLED"] * 2
+    assert ui.api.run(done)["status"] == "COMPLETED"
