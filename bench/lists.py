@@ -187,8 +187,8 @@ def _ulid(ms: int, rng: random.Random) -> str:
 
 async def _bulk_insert(url: str, events: list[tuple[Any, ...]], runs: list[tuple[Any, ...]],
                        links: list[tuple[str, str]]) -> None:
-    """Bench-only SQL (see the module's docstring): the rows straight into the tables; indexes and the
-    SQLite search table's triggers keep up as they do for the engine's writes."""
+    """Bench-only SQL (see the module's docstring): the rows straight into the tables; the indexes (the
+    PostgreSQL trigram index too) keep up as they do for the engine's writes."""
     ev_cols = ("internal_id", "id", "name", "data", "ts", "received_at")
     run_cols = ("id", "function_slug", "app_id", "status", "event_ids", "created_at", "started_at", "ended_at",
                 "output", "error")

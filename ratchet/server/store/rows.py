@@ -96,8 +96,9 @@ def run_conditions(*, function_slug: str | None = None, status: str | Sequence[s
 
     The text search collects the matching events first (a subquery the backend runs once: PostgreSQL
     through its pg_trgm index, SQLite by reading the events once), then looks up only their runs,
-    rather than looking up every run's events. With `common` (many events match, see `common_search`) a page of runs is found
-    faster the other way round: the newest runs first, each checked until the page is full."""
+    rather than looking up every run's events. With `common` (many recent events match, see
+    `common_search`) a page of runs is found faster the other way round: the newest runs first, each
+    checked until the page is full."""
     conds: list[str] = []
     args: list[Any] = []
     if function_slug is not None:
@@ -147,16 +148,19 @@ def matching_events(search: str, *, like: str = "LIKE") -> tuple[str, list[Any]]
     return f"FROM events e WHERE e.data {like} ? ESCAPE '\\'", [_pattern(search)]
 
 
-#: A search whose text is in this many events or more is common: a page of runs is then found faster by
-#: checking the newest runs one by one than by collecting every match first.
-COMMON_SEARCH = 1000
+#: A runs list searches newest first (`common`) when this many of the newest RECENT_EVENTS events have
+#: the text: a page then fills after a short walk. Otherwise it collects every match first, which reads
+#: the events once (SQLite) or asks the trigram index (PostgreSQL), however rare the text.
+COMMON_SEARCH = 50
+RECENT_EVENTS = 20_000
 
 
 def common_search(search: str, *, like: str = "LIKE") -> tuple[str, list[Any]]:
-    """A query of how many events (at most COMMON_SEARCH) have `search`, and its arguments: a store's
-    runs list asks it first and passes `common=` to `run_conditions` (counts always collect the matches)."""
-    events, args = matching_events(search, like=like)
-    return f"SELECT count(*) FROM (SELECT 1 {events} LIMIT {COMMON_SEARCH}) c", args
+    """A query of how many (up to COMMON_SEARCH) of the newest RECENT_EVENTS events have `search`, and its
+    arguments: a store's runs list asks it first and passes `common=` to `run_conditions`."""
+    sql = ("SELECT count(*) FROM (SELECT 1 FROM (SELECT data FROM events ORDER BY seq DESC LIMIT ?) r "
+           f"WHERE r.data {like} ? ESCAPE '\\' LIMIT ?) c")
+    return sql, [RECENT_EVENTS, _pattern(search), COMMON_SEARCH]
 
 
 def numbered(sql: str, start: int = 1) -> str:
