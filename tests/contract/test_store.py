@@ -934,8 +934,8 @@ async def test_list_runs_filters_by_app_time_several_statuses_and_search(store: 
 
 
 async def test_a_search_that_many_events_match_pages_the_same_way(store: base.Store) -> None:
-    """Past rows.COMMON_SEARCH matching events a runs list checks the newest runs one by one instead of
-    collecting every match: the same runs either way."""
+    """When many recent events match (rows.common_search) a runs list checks the newest runs one by one
+    instead of collecting every match first: the same runs either way."""
     await store.sync_app(app_record(), [fn_record()])
     n = 1100
     events = [base.EventRecord(internal_id=f"e{i}", id=f"e{i}", name="e/x",
