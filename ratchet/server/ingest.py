@@ -122,10 +122,11 @@ class Ingestor:
         runs: list[base.NewRun] = []
         resumes: list[base.Resume] = []
         taken: set[str] = set()
+        lookups = _PauseLookups(self._store)  # each name's paths, and each distinct lookup, once per send
         for event in events:
             wire = event.wire()
             runs += self.runs_for(event, wire, now)
-            resumes += await self._resumes_for(event, wire, now, taken)
+            resumes += await self._resumes_for(event, wire, now, taken, lookups)
         run_ids = await self._store.ingest(events, runs, now, resumes=resumes, items=items, done=done)
         collecting = any(r.flow is not None and (r.flow.debounce or r.flow.batch) for r in runs)
         if run_ids or resumes or items or collecting:  # (a debounce or batch arms or moves a timer)
@@ -212,17 +213,17 @@ class Ingestor:
         return bool(self._functions.for_event(event_name))
 
     async def _resumes_for(self, event: base.EventRecord, wire: dict[str, Any], now: int,
-                           taken: set[str]) -> list[base.Resume]:
+                           taken: set[str], lookups: _PauseLookups) -> list[base.Resume]:
         """The pauses `event` resolves (each pause at most once, the oldest first)."""
         store = self._store
         keys = []
-        for path in await store.pause_index_paths(event.name):
+        for path in await lookups.paths(event.name):
             value = expressions.index_values(wire, path)
             if value is not None:
                 keys.append((path, value))
         out = []
         incoming: expressions.Bindings | None = None  # converted once, only if some pause needs it
-        for pause in await store.find_pauses(event.name, keys):
+        for pause in await lookups.pauses(event.name, keys):
             if pause.id in taken:
                 continue
             if pause.expression is not None and incoming is None:
@@ -254,6 +255,31 @@ class Ingestor:
         return lifecycle.run_ended_events(run_id=run_id, function_slug=run.function_slug, events=events,
                                           status=protocol.RunStatus.CANCELLED,
                                           output={"name": "FunctionCancelled", "message": reason})
+
+
+class _PauseLookups:
+    """The pause lookups of one send, each asked of the store once: the index paths of an event name,
+    and the pauses of a name and its events' index keys. A send of many events of one name (the usual
+    case, with no pause waiting) made two queries per event; the pauses are read before the send's
+    transaction either way, and a pause found for one event is `taken` and skipped by the later ones."""
+
+    def __init__(self, store: base.Store) -> None:
+        self._store = store
+        self._paths: dict[str, list[str]] = {}
+        self._pauses: dict[tuple[str, tuple[tuple[str, str], ...]], list[base.PauseRecord]] = {}
+
+    async def paths(self, event_name: str) -> list[str]:
+        found = self._paths.get(event_name)
+        if found is None:
+            found = self._paths[event_name] = await self._store.pause_index_paths(event_name)
+        return found
+
+    async def pauses(self, event_name: str, keys: list[tuple[str, str]]) -> list[base.PauseRecord]:
+        ask = (event_name, tuple(keys))
+        found = self._pauses.get(ask)
+        if found is None:
+            found = self._pauses[ask] = await self._store.find_pauses(event_name, keys)
+        return found
 
 
 @functools.lru_cache(maxsize=1024)
