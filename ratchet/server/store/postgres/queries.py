@@ -87,7 +87,7 @@ RUN_IDS_BY_STATUS = ("SELECT id FROM runs WHERE function_slug = $1 AND status = 
 RERUNS_OF = "SELECT id FROM runs WHERE rerun_of = $1 ORDER BY id"
 INVOKED_CHILDREN = "SELECT invoked_step, id FROM runs WHERE invoked_by = $1 ORDER BY id"
 RUN_CONCURRENCY = "SELECT concurrency FROM runs WHERE id = $1"
-RUN_FOR_UPDATE = "SELECT status, stack FROM runs WHERE id = $1 FOR UPDATE"
+RUN_FOR_UPDATE = "SELECT status, stack, force_step_plan FROM runs WHERE id = $1 FOR UPDATE"
 RUN_FUNCTION_EVENTS = "SELECT function_slug, event_ids FROM runs WHERE id = $1"
 MARK_RUNNING = "UPDATE runs SET status = 'RUNNING', started_at = $2 WHERE id = $1 AND status = 'QUEUED'"
 MARK_RUNS_RUNNING = ("UPDATE runs SET status = 'RUNNING', started_at = $2 WHERE id = ANY($1::text[]) "
@@ -105,7 +105,11 @@ INSERT_STEP = (f"INSERT INTO steps ({STEP_COLS}, seq) VALUES ($1, $2, $3, $4, $5
                "ON CONFLICT DO NOTHING")
 COMPLETE_WAITING_STEP = ("UPDATE steps SET status = $3, memo = $4, ended_at = $5 WHERE run_id = $1 AND hash = $2 "
                          "AND status = 'waiting'")
-STEP_EXISTS = "SELECT 1 FROM steps WHERE run_id = $1 AND hash = $2"
+#: `INSERT_STEP` that also sets the run's stack ($11) when the step was inserted: one round trip.
+INSERT_STEP_STACK = (f"WITH ins AS (INSERT INTO steps ({STEP_COLS}, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                     "$10) ON CONFLICT DO NOTHING RETURNING 1), "
+                     "upd AS (UPDATE runs SET stack = $11 WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)) "
+                     "SELECT count(*) FROM ins")
 #: A sleep is in the memo only once it is over; before that the SDK must still see it pending.
 MEMO = ("SELECT hash, memo FROM steps WHERE run_id = $1 AND (status IN ('completed', 'failed') "
         "OR (status = 'sleeping' AND ended_at <= $2))")
@@ -135,6 +139,13 @@ RELEASE_ALL = ("UPDATE queue SET lease_owner = NULL, lease_until = NULL, failure
                "WHERE lease_owner IS NOT NULL")
 RELEASE_OWNER = "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1"
 HELD_FOR_UPDATE = "SELECT 1 FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE"
+#: `HELD_FOR_UPDATE` returning the item's concurrency keys and limits and the concurrency of run `$3`.
+_HELD_KEYS = ("(SELECT array_agg(key ORDER BY key) FROM item_keys WHERE item_id = $1), "
+              "(SELECT array_agg(lim ORDER BY key) FROM item_keys WHERE item_id = $1), "
+              "(SELECT concurrency FROM runs WHERE id = $3)")
+HELD_KEYS_FOR_UPDATE = f"SELECT {_HELD_KEYS} FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE"
+#: The same, deleting the held item (it is deleted at the end of an apply anyway): one round trip.
+DELETE_HELD_KEYS = f"DELETE FROM queue WHERE id = $1 AND lease_owner = $2 RETURNING {_HELD_KEYS}"
 DELETE_HELD = "DELETE FROM queue WHERE id = $1 AND lease_owner = $2"
 DELETE_ITEM = "DELETE FROM queue WHERE id = $1"
 INSERT_ITEM = ("INSERT INTO queue (run_id, target, attempt, due_at, kind, payload) VALUES ($1, $2, 0, $3, $4, $5) "
@@ -148,12 +159,16 @@ DELETE_TIMEOUT = "DELETE FROM queue WHERE run_id = $1 AND kind = 'timeout' AND p
 RETRY_ITEM = ("UPDATE queue SET attempt = attempt + 1, due_at = $2, lease_owner = NULL, lease_until = NULL, "
               "last_error = $3 WHERE id = $1")
 DELETE_RUN_ITEMS = "DELETE FROM queue WHERE run_id = $1 AND id != $2 AND kind != 'emit'"
-#: Is a call to `target` queued (for discovery: queued and not started)? `$4` limits it to unleased ones.
-CALL_QUEUED = ("SELECT 1 FROM queue WHERE run_id = $1 AND kind = 'call' AND target = $2 AND id != $3 "
-               "AND (NOT $4::boolean OR lease_owner IS NULL) LIMIT 1")
-#: Other work in progress for the run: a targeted call or a wait/invoke pause.
-RUN_BUSY = ("SELECT 1 FROM queue WHERE run_id = $1 AND kind = 'call' AND id != $2 AND target != $3 "
-            "UNION ALL SELECT 1 FROM pauses WHERE run_id = $1 AND kind != 'cancel' LIMIT 1")
+#: The checks before queueing a call to `$2`, in one round trip: is one queued already (other than item
+#: `$3`; for discovery, $4, only an unleased one counts) or, for a step, is it recorded already; and, when
+#: $5 (`when_idle`), is other work in progress for the run: a targeted call (`$6` is the discovery step
+#: id) or a wait/invoke pause.
+ENQUEUE_CHECKS = (
+    "SELECT EXISTS (SELECT 1 FROM queue WHERE run_id = $1 AND kind = 'call' AND target = $2 AND id != $3 "
+    "AND (NOT $4::boolean OR lease_owner IS NULL)) "
+    "OR (NOT $4::boolean AND EXISTS (SELECT 1 FROM steps WHERE run_id = $1 AND hash = $2)), "
+    "CASE WHEN $5::boolean THEN EXISTS (SELECT 1 FROM queue WHERE run_id = $1 AND kind = 'call' AND id != $3 "
+    "AND target != $6) OR EXISTS (SELECT 1 FROM pauses WHERE run_id = $1 AND kind != 'cancel') ELSE FALSE END")
 MOVE_TIMER = "UPDATE queue SET due_at = $3 WHERE kind = $1 AND run_id = $2"
 REARM_TIMER = "UPDATE queue SET due_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1"
 DELETE_TIMER = "DELETE FROM queue WHERE kind = $1 AND run_id = $2"

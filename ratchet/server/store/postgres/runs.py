@@ -33,6 +33,11 @@ def is_plain(run: base.NewRun) -> bool:
                           and not fl.concurrency and fl.debounce is None and fl.batch is None)
 
 
+def run_keys(concurrency: str | None) -> Keys:
+    """A run's concurrency keys from its `concurrency` column."""
+    return [(k, int(lim)) for k, lim in orjson.loads(concurrency)] if concurrency else []
+
+
 class RunsMixin:
     """Run creation and `apply`'s command loop (`PostgresStore` mixes it in with `FlowMixin`)."""
 
@@ -117,30 +122,33 @@ class RunsMixin:
 
     async def _run_keys_txn(self, conn: Conn, run_id: str) -> Keys:
         """The run's concurrency keys (set when it is created, never changed: read without a lock)."""
-        text = await conn.fetchval(q.RUN_CONCURRENCY, run_id)
-        return [(k, int(lim)) for k, lim in orjson.loads(text)] if text else []
+        return run_keys(await conn.fetchval(q.RUN_CONCURRENCY, run_id))
 
     # ------------------------------------------------------------------------------ applying commands
 
-    async def _lock_run_txn(self, conn: Conn, run_id: str, extra_keys: Iterable[tuple[str, int]] = ()
-                            ) -> tuple[Any, Keys]:
+    async def _lock_run_txn(self, conn: Conn, run_id: str, extra_keys: Iterable[tuple[str, int]] = (),
+                            keys: Keys | None = None) -> tuple[Any, Keys]:
         """Lock the run's concurrency keys (and `extra_keys`), then its row: the order every writer uses.
-        Returns the locked `(status, stack)` row (None if there is no such run) and the run's keys."""
-        keys = await self._run_keys_txn(conn, run_id)
+        Returns the locked `(status, stack, force_step_plan)` row (None if there is no such run) and the
+        run's keys (`keys`, when the caller read them already)."""
+        if keys is None:
+            keys = await self._run_keys_txn(conn, run_id)
         await lock_names_txn(conn, [key_lock(k) for k, _ in (*keys, *extra_keys)])
         return await conn.fetchrow(q.RUN_FOR_UPDATE, run_id), keys
 
     async def _apply_run_txn(self, conn: Conn, run_id: str, commands: Sequence[base.Command], now: int, *,
                              owner: str | None, lease_ms: int, item_id: int | None,
-                             extra_keys: Iterable[tuple[str, int]] = ()) -> base.Applied:
+                             extra_keys: Iterable[tuple[str, int]] = (), run_keys: Keys | None = None
+                             ) -> base.Applied:
         """Apply `commands` to a run that has not ended. `item_id` is the queue item being handled, if
         any (kept out of "other work in progress"); `owner` leases calls due now back to the caller.
-        `extra_keys` (the item's concurrency keys) are locked together with the run's."""
-        row, keys = await self._lock_run_txn(conn, run_id, extra_keys)
+        `extra_keys` (the item's concurrency keys) are locked together with the run's (`run_keys`, if
+        the caller read them already)."""
+        row, keys = await self._lock_run_txn(conn, run_id, extra_keys, run_keys)
         if row is None or protocol.RunStatus(row[0]).is_terminal:
             return base.Applied(accepted=False)
         stack: list[str] = orjson.loads(row[1])
-        stack_changed = False
+        parallel = [bool(row[2])]  # force_step_plan as this transaction left it (read under the run lock)
         ready: list[base.QueueItem] = []
         future = False
         finished = False
@@ -152,19 +160,19 @@ class RunsMixin:
                 await conn.execute(q.DELETE_TIMEOUT, run_id, dumps(cmd.pause_id))
             elif isinstance(cmd, base.SaveStep):
                 # A step recorded once is never recorded again: the first result wins.
-                inserted = status_count(await conn.execute(
-                    q.INSERT_STEP, run_id, cmd.hash, cmd.name, cmd.op, cmd.status.value, dumps(cmd.memo),
-                    cmd.started_at, cmd.ended_at, cmd.attempts, len(stack)))
+                # The run's stack gets the step in the same statement, if it was inserted.
+                inserted = await conn.fetchval(
+                    q.INSERT_STEP_STACK, run_id, cmd.hash, cmd.name, cmd.op, cmd.status.value, dumps(cmd.memo),
+                    cmd.started_at, cmd.ended_at, cmd.attempts, len(stack), dumps([*stack, cmd.hash]))
                 if inserted:
                     stack.append(cmd.hash)
-                    stack_changed = True
                 elif cmd.status != base.StepStatus.WAITING:
                     # A wait/invoke step row is created WAITING and completed here when it resolves.
                     await conn.execute(q.COMPLETE_WAITING_STEP, run_id, cmd.hash, cmd.status.value,
                                        dumps(cmd.memo), cmd.ended_at)
             elif isinstance(cmd, base.Enqueue):
                 enqueued = await self._enqueue_txn(conn, run_id, cmd, now, keys, owner=owner, lease_ms=lease_ms,
-                                                   this=this)
+                                                   this=this, parallel=parallel)
                 if enqueued is not None:
                     ready.append(enqueued)
                 else:
@@ -179,37 +187,42 @@ class RunsMixin:
                 finished = True
             elif isinstance(cmd, base.SetForceStepPlan):
                 await conn.execute(q.SET_FORCE_STEP_PLAN, run_id, cmd.value)
+                parallel[0] = bool(cmd.value)
             elif isinstance(cmd, base.CreatePause):
                 await self._insert_pause_txn(conn, cmd.pause)
                 future = future or cmd.pause.expires_at is not None
             elif isinstance(cmd, base.Emit):
                 await self._insert_items_txn(conn, [base.NewItem(base.ItemKind.EMIT, run_id, now, list(cmd.events))])
                 future = True  # the scheduler picks the outbox up
-        if stack_changed:
-            await conn.execute(q.SET_STACK, run_id, dumps(stack))
         if finished and await self._unblock_txn(conn, keys):
             future = True  # calls of the ended run in flight gave their slots back
         return base.Applied(accepted=True, ready=tuple(ready), enqueued_future=future)
 
     async def _enqueue_txn(self, conn: Conn, run_id: str, cmd: base.Enqueue, now: int, keys: Keys, *,
-                           owner: str | None, lease_ms: int, this: int) -> base.QueueItem | None:
+                           owner: str | None, lease_ms: int, this: int, parallel: list[bool] | None = None
+                           ) -> base.QueueItem | None:
         """Queue a call unless it is queued already (or, `when_idle`, other work is in progress).
 
         Returns the item when it is due now and leased to `owner`, so the caller runs it at once.
+        `parallel` holds the run's force_step_plan as this transaction has it (None: not known); an
+        `end_parallel` call clears it only if it is set.
         """
         # A step call is not queued while one for the same step is queued or running. A discovery call is
         # not queued while another one waits to start; one that is already running may have loaded the
         # run before this change, so another is needed after it.
+        # A step re-planned after it finished (race mode) is not run again. (All in one round trip.)
         discovery = cmd.target == protocol.DISCOVERY_STEP_ID
-        if await conn.fetchval(q.CALL_QUEUED, run_id, cmd.target, this, discovery):
+        queued, busy = await conn.fetchrow(q.ENQUEUE_CHECKS, run_id, cmd.target, this, discovery,
+                                           cmd.when_idle, protocol.DISCOVERY_STEP_ID)
+        if queued:
             return None
-        if not discovery and await conn.fetchval(q.STEP_EXISTS, run_id, cmd.target):
-            return None  # a step re-planned after it finished (race mode) is not run again
         if cmd.when_idle:
-            if await conn.fetchval(q.RUN_BUSY, run_id, this, protocol.DISCOVERY_STEP_ID):
+            if busy:
                 return None
-            if cmd.end_parallel:
+            if cmd.end_parallel and (parallel is None or parallel[0]):
                 await conn.execute(q.END_PARALLEL, run_id)
+                if parallel is not None:
+                    parallel[0] = False
         payload = dumps({"race": True}) if cmd.race else None
         # Run it at once only if every concurrency key has room (the call being finished, `this`, is
         # about to give its slot back); otherwise the scheduler admits it when there is room. The keys

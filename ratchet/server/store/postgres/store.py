@@ -38,7 +38,7 @@ from ratchet.server.store.postgres.rows import (
     status_count,
     step_row,
 )
-from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock
+from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock, run_keys
 from ratchet.server.store.rows import COMMON_SEARCH, common_search
 
 
@@ -370,16 +370,23 @@ class PostgresStore(FlowMixin, RunsMixin):
     async def apply(self, item: base.QueueItem, owner: str, commands: list[base.Command], now: int,
                     lease_ms: int, *, dead_letter: base.GiveUp | None = None) -> base.Applied:
         async def body(conn: Conn) -> base.Applied:
-            # The held item first (a claimer taking over its expired lease skips it while we hold it).
-            if not await conn.fetchval(q.HELD_FOR_UPDATE, item.id, owner):
+            # The held item first (a claimer taking over its expired lease skips it while we hold it), with
+            # its concurrency keys and the run's in the same statement. It is deleted at the end unless it
+            # is retried; an item that ends no run is deleted in that statement instead (the apply leaves it
+            # out of every count; finishing counts the run's calls in flight to unblock others, this one too).
+            retry = any(isinstance(c, base.RetryItem) for c in commands)
+            early = not retry and dead_letter is None and not any(isinstance(c, base.FinishRun) for c in commands)
+            held = await conn.fetchrow(q.DELETE_HELD_KEYS if early else q.HELD_KEYS_FOR_UPDATE, item.id, owner,
+                                       item.run_id)
+            if held is None:
                 return base.Applied(accepted=False)
             if dead_letter is not None:
                 await conn.execute(q.INSERT_DEAD_LETTER, item.id, dead_letter.reason, now, dead_letter.failures)
-            keys = [(k, lim) for k, lim in await conn.fetch(q.ITEM_KEYS, item.id)]
+            keys = list(zip(held[0], held[1], strict=True)) if held[0] else []
             # The item's keys are locked with the run's, before the run row.
             result = await self._apply_run_txn(conn, item.run_id, commands, now, owner=owner, lease_ms=lease_ms,
-                                               item_id=item.id, extra_keys=keys)
-            if not any(isinstance(c, base.RetryItem) for c in commands) or not result.accepted:
+                                               item_id=item.id, extra_keys=keys, run_keys=run_keys(held[2]))
+            if not early and (not retry or not result.accepted):
                 await conn.execute(q.DELETE_ITEM, item.id)
             # This call no longer holds its concurrency slots (unless a follow-up took them over).
             if keys and await self._unblock_txn(conn, keys):
