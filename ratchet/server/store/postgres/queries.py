@@ -87,6 +87,18 @@ RUN_IDS_BY_STATUS = ("SELECT id FROM runs WHERE function_slug = $1 AND status = 
 RERUNS_OF = "SELECT id FROM runs WHERE rerun_of = $1 ORDER BY id"
 INVOKED_CHILDREN = "SELECT invoked_step, id FROM runs WHERE invoked_by = $1 ORDER BY id"
 RUN_CONCURRENCY = "SELECT concurrency FROM runs WHERE id = $1"
+#: What a call needs to run (`load_run_state`) in one statement, so one snapshot: the run's columns, its
+#: live function (a record, NULL if archived), the first stored row of each of its events (records, in no
+#: order) and its memo (`MEMO`: (hash, memo) records).
+LOAD_RUN_STATE = (
+    f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLS.split(','))}, "
+    f"(SELECT ROW({FUNCTION_COLS}) FROM functions WHERE slug = r.function_slug AND NOT archived), "
+    f"ARRAY(SELECT ROW({EVENT_COLS}) FROM (SELECT DISTINCT ON (internal_id) {EVENT_COLS} FROM events "
+    "WHERE internal_id = ANY(ARRAY(SELECT jsonb_array_elements_text(r.event_ids::jsonb))) "
+    "ORDER BY internal_id, seq) e), "
+    "ARRAY(SELECT ROW(hash, memo) FROM steps WHERE run_id = r.id AND (status IN ('completed', 'failed') "
+    "OR (status = 'sleeping' AND ended_at <= $2))) "
+    "FROM runs r WHERE r.id = $1")
 RUN_FOR_UPDATE = "SELECT status, stack, force_step_plan FROM runs WHERE id = $1 FOR UPDATE"
 RUN_FUNCTION_EVENTS = "SELECT function_slug, event_ids FROM runs WHERE id = $1"
 MARK_RUNNING = "UPDATE runs SET status = 'RUNNING', started_at = $2 WHERE id = $1 AND status = 'QUEUED'"

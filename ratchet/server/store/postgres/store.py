@@ -208,19 +208,17 @@ class PostgresStore(FlowMixin, RunsMixin):
         return [step_row(r) for r in await self._pool.fetch(q.STEPS, run_id)]
 
     async def load_run_state(self, run_id: str, now: int) -> base.RunState | None:
-        # One read-only REPEATABLE READ transaction: the run, its events and its memo are one snapshot.
-        async def body(conn: Conn) -> base.RunState | None:
-            row = await conn.fetchrow(q.RUN, run_id)
-            if row is None:
-                return None
-            run = run_row(row)
-            fn_row = await conn.fetchrow(q.LIVE_FUNCTION, run.function_slug)
-            events = await self._events_txn(conn, run.event_ids)
-            memo = {h: loads(m) for h, m in await conn.fetch(q.MEMO, run_id, now)}
-            return base.RunState(run=run, function=function_row(fn_row) if fn_row else None, events=tuple(events),
-                                 memo=memo)
-
-        return await self._pool.run(body, readonly=True)
+        # One statement (one round trip, no transaction to open): the run, its function, its events and its
+        # memo are one snapshot.
+        row = await self._pool.fetchrow(q.LOAD_RUN_STATE, run_id, now)
+        if row is None:
+            return None
+        run = run_row(row)
+        fn_row, event_rows, memo_rows = row[16], row[17], row[18]
+        found = {r[0]: event_row(r) for r in event_rows}
+        events = tuple(found[eid] for eid in run.event_ids if eid in found)
+        return base.RunState(run=run, function=function_row(fn_row) if fn_row is not None else None, events=events,
+                             memo={h: loads(m) for h, m in memo_rows})
 
     async def mark_running(self, run_id: str, now: int) -> None:
         await self._pool.run(lambda conn: conn.execute(q.MARK_RUNNING, run_id, now))
