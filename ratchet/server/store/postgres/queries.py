@@ -181,6 +181,18 @@ ENQUEUE_CHECKS = (
     "OR (NOT $4::boolean AND EXISTS (SELECT 1 FROM steps WHERE run_id = $1 AND hash = $2)), "
     "CASE WHEN $5::boolean THEN EXISTS (SELECT 1 FROM queue WHERE run_id = $1 AND kind = 'call' AND id != $3 "
     "AND target != $6) OR EXISTS (SELECT 1 FROM pauses WHERE run_id = $1 AND kind != 'cancel') ELSE FALSE END")
+#: `ENQUEUE_CHECKS` and, when both are false, `INSERT_CALL` (its parameters from the third are $7..$11) in one
+#: statement; returns the two checks and the new item's id (NULL when nothing was queued).
+ENQUEUE_CALL = (
+    "WITH c AS (SELECT EXISTS (SELECT 1 FROM queue WHERE run_id = $1 AND kind = 'call' AND target = $2 "
+    "AND id != $3 AND (NOT $4::boolean OR lease_owner IS NULL)) "
+    "OR (NOT $4::boolean AND EXISTS (SELECT 1 FROM steps WHERE run_id = $1 AND hash = $2)) AS queued, "
+    "CASE WHEN $5::boolean THEN EXISTS (SELECT 1 FROM queue WHERE run_id = $1 AND kind = 'call' AND id != $3 "
+    "AND target != $6) OR EXISTS (SELECT 1 FROM pauses WHERE run_id = $1 AND kind != 'cancel') ELSE FALSE END "
+    "AS busy), "
+    "ins AS (INSERT INTO queue (run_id, target, attempt, due_at, lease_owner, lease_until, payload) "
+    "SELECT $1, $2, $7, $8, $9, $10, $11 FROM c WHERE NOT c.queued AND NOT c.busy RETURNING id) "
+    "SELECT c.queued, c.busy, (SELECT id FROM ins) FROM c")
 MOVE_TIMER = "UPDATE queue SET due_at = $3 WHERE kind = $1 AND run_id = $2"
 REARM_TIMER = "UPDATE queue SET due_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1"
 DELETE_TIMER = "DELETE FROM queue WHERE kind = $1 AND run_id = $2"

@@ -212,6 +212,9 @@ class RunsMixin:
         # run before this change, so another is needed after it.
         # A step re-planned after it finished (race mode) is not run again. (All in one round trip.)
         discovery = cmd.target == protocol.DISCOVERY_STEP_ID
+        if not keys:  # nothing to count first: the checks and the insert are one statement
+            return await self._enqueue_free_txn(conn, run_id, cmd, now, owner=owner, lease_ms=lease_ms, this=this,
+                                                parallel=parallel)
         queued, busy = await conn.fetchrow(q.ENQUEUE_CHECKS, run_id, cmd.target, this, discovery,
                                            cmd.when_idle, protocol.DISCOVERY_STEP_ID)
         if queued:
@@ -240,3 +243,24 @@ class RunsMixin:
         await self._add_keys_txn(conn, item_id, keys)
         return None
 
+    async def _enqueue_free_txn(self, conn: Conn, run_id: str, cmd: base.Enqueue, now: int, *,
+                                owner: str | None, lease_ms: int, this: int, parallel: list[bool] | None
+                                ) -> base.QueueItem | None:
+        """`_enqueue_txn` of a run without concurrency keys: the checks and the insert in one statement
+        (`ENQUEUE_CALL`); a call due now is leased to `owner`."""
+        payload = dumps({"race": True}) if cmd.race else None
+        leased = owner is not None and cmd.due_at <= now
+        until = lease_until(now, lease_ms) if leased else None
+        queued, busy, item_id = await conn.fetchrow(
+            q.ENQUEUE_CALL, run_id, cmd.target, this, cmd.target == protocol.DISCOVERY_STEP_ID, cmd.when_idle,
+            protocol.DISCOVERY_STEP_ID, cmd.attempt, cmd.due_at, owner if leased else None, until, payload)
+        if queued or busy:
+            return None
+        if cmd.when_idle and cmd.end_parallel and (parallel is None or parallel[0]):
+            await conn.execute(q.END_PARALLEL, run_id)
+            if parallel is not None:
+                parallel[0] = False
+        if not leased:
+            return None
+        return base.QueueItem(id=item_id, run_id=run_id, target=cmd.target, attempt=cmd.attempt, due_at=cmd.due_at,
+                              lease_owner=owner, lease_until=until, payload=None if payload is None else {"race": True})
