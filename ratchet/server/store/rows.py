@@ -148,19 +148,25 @@ def matching_events(search: str, *, like: str = "LIKE") -> tuple[str, list[Any]]
     return f"FROM events e WHERE e.data {like} ? ESCAPE '\\'", [_pattern(search)]
 
 
-#: A runs list searches newest first (`common`) when this many of the newest RECENT_EVENTS events have
-#: the text: a page then fills after a short walk. Otherwise it collects every match first, which reads
-#: the events once (SQLite) or asks the trigram index (PostgreSQL), however rare the text.
+#: A runs list searches newest first (`common`) when the text is common: on SQLite when this many of
+#: the newest RECENT_EVENTS events have it (a page then fills after a short walk), on PostgreSQL when
+#: its trigram index finds INDEXED_COMMON events with it. Otherwise the list collects every match first,
+#: which reads the events once (SQLite) or asks the trigram index (PostgreSQL), however rare the text.
 COMMON_SEARCH = 50
 RECENT_EVENTS = 20_000
+INDEXED_COMMON = 1000
 
 
-def common_search(search: str, *, like: str = "LIKE") -> tuple[str, list[Any]]:
-    """A query of how many (up to COMMON_SEARCH) of the newest RECENT_EVENTS events have `search`, and its
-    arguments: a store's runs list asks it first and passes `common=` to `run_conditions`."""
+def common_search(search: str, *, like: str = "LIKE", indexed: bool = False) -> tuple[str, list[Any], int]:
+    """A query counting matching events (see COMMON_SEARCH), its arguments, and the count from which the
+    text is common: a store's runs list asks it first and passes `common=` to `run_conditions`. With
+    `indexed` (PostgreSQL's trigram index) it counts matches anywhere; else among the newest events."""
+    if indexed:
+        return (f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE e.data {like} ? ESCAPE '\\' LIMIT ?) c",
+                [_pattern(search), INDEXED_COMMON], INDEXED_COMMON)
     sql = ("SELECT count(*) FROM (SELECT 1 FROM (SELECT data FROM events ORDER BY seq DESC LIMIT ?) r "
            f"WHERE r.data {like} ? ESCAPE '\\' LIMIT ?) c")
-    return sql, [RECENT_EVENTS, _pattern(search), COMMON_SEARCH]
+    return sql, [RECENT_EVENTS, _pattern(search), COMMON_SEARCH], COMMON_SEARCH
 
 
 def numbered(sql: str, start: int = 1) -> str:

@@ -39,7 +39,7 @@ from ratchet.server.store.postgres.rows import (
     step_row,
 )
 from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock, run_keys
-from ratchet.server.store.rows import COMMON_SEARCH, common_search
+from ratchet.server.store.rows import common_search
 
 
 class PostgresStore(FlowMixin, RunsMixin):
@@ -183,8 +183,8 @@ class PostgresStore(FlowMixin, RunsMixin):
                         search: str | None = None) -> list[base.RunRecord]:
         common = False
         if search:
-            probe, probe_args = common_search(search, like="ILIKE")
-            common = (await self._pool.fetchrow(numbered(probe), *probe_args))[0] >= COMMON_SEARCH
+            probe, probe_args, enough = common_search(search, like="ILIKE", indexed=True)
+            common = (await self._pool.fetchrow(numbered(probe), *probe_args))[0] >= enough
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
                                      created_from=created_from, created_to=created_to, search=search, before=before,
                                      like="ILIKE", common=common)

@@ -14,7 +14,7 @@ import orjson
 from ratchet import protocol
 from ratchet.server.engine import lifecycle
 from ratchet.server.store import base, migrations
-from ratchet.server.store.rows import COMMON_SEARCH, common_search
+from ratchet.server.store.rows import common_search
 from ratchet.server.store.sqlite.connection import PRAGMAS, Checkpointer, GroupCommit, OwnerLock
 from ratchet.server.store.sqlite.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
 from ratchet.server.store.sqlite.rows import (
@@ -282,8 +282,8 @@ class SqliteStore(FlowMixin):
                         search: str | None = None) -> list[base.RunRecord]:
         common = False
         if search:
-            probe, probe_args = common_search(search)
-            common = self._db.execute(probe, probe_args).fetchone()[0] >= COMMON_SEARCH
+            probe, probe_args, enough = common_search(search)
+            common = self._db.execute(probe, probe_args).fetchone()[0] >= enough
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
                                      created_from=created_from, created_to=created_to, search=search, before=before,
                                      common=common)
