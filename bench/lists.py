@@ -272,6 +272,9 @@ def requests_of(seeded: Seeded) -> list[tuple[str, str, dict[str, Any]]]:
     out.append(("runs status deep page", "/v1/runs", {"status": "COMPLETED", "before": deep, "limit": PAGE}))
     for label, params in filters:
         out.append((f"count {label}", "/v1/runs/count", params))
+    # what the dashboard asks for: counting stops at 10,000 ("10,000+ runs")
+    out.append(("count q=text, every run, at_most=10000 (dashboard)", "/v1/runs/count",
+                {"q": "example.com", "at_most": 10_000}))
     out.append(("events first page", "/v1/events", {"limit": PAGE}))
     out.append(("events deep page", "/v1/events", {"limit": PAGE, "before": seeded.deep_event_cursor}))
     out.append(("run page", f"/v1/runs/{seeded.detail_run}", {}))

@@ -437,9 +437,14 @@ PATHS: dict[str, Any] = {
             "description": "the `cursor` of the last run of the previous page"}],
         description="Filters combine (AND). Runs are ordered by id, which sorts by creation time.")},
     "/v1/runs/count": {"get": op(
-        "Count runs", {"200": json_body(data_of(obj({"count": {"type": "integer", "minimum": 0}})),
-                                        "how many runs match"), "400": BAD_REQUEST},
-        tags=["runs"], parameters=RUN_FILTERS, description="With the filters of `GET /v1/runs`.")},
+        "Count runs", {"200": json_body(data_of(obj({
+            "count": {"type": "integer", "minimum": 0},
+            "capped": {"type": "boolean", "description": "counting stopped at `at_most`: there may be more"}})),
+            "how many runs match"), "400": BAD_REQUEST},
+        tags=["runs"], parameters=[*RUN_FILTERS, {
+            "name": "at_most", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
+            "description": "stop counting here (a cheap count of a common search); `capped` is then true"}],
+        description="With the filters of `GET /v1/runs`.")},
     "/v1/runs/cancel": {"post": op(
         "Cancel runs in bulk", {
             "200": json_body(data_of(obj({"matched": {"type": "integer"}, "cancelled": {"type": "integer"}})),

@@ -958,3 +958,11 @@ async def test_the_change_marker_moves_with_writes_only(store: base.Store) -> No
     await store.sync_app(app_record(), [fn_record()])
     await store.ingest([event()], [new_run()], NOW)
     assert await store.change_marker() != first
+
+
+async def test_count_runs_can_stop_at_a_cap(store: base.Store) -> None:
+    await store.sync_app(app_record(), [fn_record()])
+    await store.ingest([event()], [new_run(f"c{i}") for i in range(5)], NOW)
+    assert await store.count_runs(at_most=3) == 3
+    assert await store.count_runs(at_most=10) == 5
+    assert await store.count_runs(search="k", at_most=2) == 2  # every event's data has the key "k"

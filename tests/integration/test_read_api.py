@@ -166,6 +166,19 @@ async def test_list_runs_filters_by_app_time_several_statuses_and_search(api: ht
     assert page[0]["cursor"] == page[0]["id"]
 
 
+async def test_count_runs_at_most_says_when_it_stopped(api: httpx.AsyncClient, seed: Seeder) -> None:
+    await seed.app()
+    for _ in range(3):
+        await seed.run()
+    assert await get_data(api, "/v1/runs/count", at_most=2) == {"count": 2, "capped": True}
+    assert await get_data(api, "/v1/runs/count", at_most=3) == {"count": 3, "capped": True}
+    assert await get_data(api, "/v1/runs/count", at_most=4) == {"count": 3, "capped": False}
+    assert await get_data(api, "/v1/runs/count") == {"count": 3, "capped": False}
+    for bad in ("0", "x", "-1", "99999999999"):
+        resp = await api.get("/v1/runs/count", params={"at_most": bad})
+        assert resp.status_code == 400 and resp.json()["error"].startswith("at_most: "), resp.text
+
+
 @pytest.mark.parametrize(("params", "needle"), [
     ({"status": "FAILED,nope"}, "status: must be one of"),
     ({"from": "yesterday"}, "from: must be milliseconds since the epoch or an ISO-8601 time"),

@@ -129,12 +129,19 @@ def _int_or_text(value: str | None) -> int | str | None:
 
 
 async def count_runs(request: Request) -> Response:
-    """`GET /v1/runs/count?` with the filters of `GET /v1/runs` → `{"data": {"count": n}}`."""
+    """`GET /v1/runs/count?` with the filters of `GET /v1/runs` → `{"data": {"count": n, "capped": bool}}`;
+    `at_most=N` stops counting at N (`capped` says the true count may be larger)."""
     filters = _run_filters(request)
     if isinstance(filters, Response):
         return filters
-    count = await services(request).store.count_runs(**filters)
-    return json_response({"data": {"count": count}})
+    raw = request.query_params.get("at_most")
+    at_most = None
+    if raw is not None:
+        if not raw.isdigit() or not 1 <= int(raw) <= 10_000_000:
+            return error(400, f"at_most: must be an integer between 1 and 10000000, got {raw!r}")
+        at_most = int(raw)
+    count = await services(request).store.count_runs(**filters, at_most=at_most)
+    return json_response({"data": {"count": count, "capped": at_most is not None and count >= at_most}})
 
 
 async def list_runs(request: Request) -> Response:

@@ -413,8 +413,9 @@ class Store(Protocol):
 
     async def count_runs(self, *, function_slug: str | None = None, status: str | Sequence[str] | None = None,
                          app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
-                         search: str | None = None) -> int:
-        """How many runs `list_runs` would list with the same filters and no limit."""
+                         search: str | None = None, at_most: int | None = None) -> int:
+        """How many runs `list_runs` would list with the same filters and no limit; with `at_most`, counting
+        stops there (a count of every match of a common search text need not read them all)."""
         ...
 
     async def change_marker(self) -> object:

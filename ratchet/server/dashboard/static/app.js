@@ -153,8 +153,8 @@ function RunsPage() {
   const key = JSON.stringify([params, before]);
   const [runs, reload] = useLoad(async () => {
     const [page, count] = await Promise.all([api(`/v1/runs${qs({ ...params, limit: 25, before })}`),
-                                             api(`/v1/runs/count${qs(params)}`)]);
-    return { runs: page.data, count: count.data.count };
+                                             api(`/v1/runs/count${qs({ ...params, at_most: 10000 })}`)]);
+    return { runs: page.data, count: count.data.count, capped: count.data.capped };
   }, [key]);
   useLive(reload);
   // Functional updates: two changes before a re-render must not undo each other.
@@ -206,7 +206,7 @@ function RunsPage() {
       <button class="danger" onClick=${() => openBulk("cancel")} data-testid="bulk-cancel">Cancel running…</button>
       <button onClick=${() => openBulk("replay")} data-testid="bulk-replay">Replay failed…</button></div>`}
     ${runs.error && html`<div class="notice bad">${runs.error}</div>`}
-    <div class="muted" data-testid="run-count">${runs.data ? `${runs.data.count} run${runs.data.count === 1 ? "" : "s"}` : "…"}</div>
+    <div class="muted" data-testid="run-count">${runs.data ? `${runs.data.count.toLocaleString("en")}${runs.data.capped ? "+" : ""} run${runs.data.count === 1 ? "" : "s"}` : "…"}</div>
     <table data-testid="runs-table"><thead><tr><th>Run</th><th>Function</th><th>Status</th><th>Created</th><th>Duration</th></tr></thead>
     <tbody>${(runs.data?.runs || []).map((r) => html`
       <tr class="clickable" data-testid="run-row" data-run-id=${r.id} onClick=${() => { location.hash = `#/runs/${r.id}`; }}>

@@ -193,10 +193,14 @@ class PostgresStore(FlowMixin, RunsMixin):
 
     async def count_runs(self, *, function_slug: str | None = None, status: str | Sequence[str] | None = None,
                          app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
-                         search: str | None = None) -> int:
+                         search: str | None = None, at_most: int | None = None) -> int:
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
                                      created_from=created_from, created_to=created_to, search=search, like="ILIKE")
-        row = await self._pool.fetchrow(numbered(f"SELECT count(*) FROM runs{where}"), *args)
+        if at_most is None:
+            row = await self._pool.fetchrow(numbered(f"SELECT count(*) FROM runs{where}"), *args)
+        else:
+            sql = numbered(f"SELECT count(*) FROM (SELECT 1 FROM runs{where} LIMIT ?) capped")
+            row = await self._pool.fetchrow(sql, *args, at_most)
         return int(row[0]) if row else 0
 
     async def change_marker(self) -> object:

@@ -293,10 +293,13 @@ class SqliteStore(FlowMixin):
 
     async def count_runs(self, *, function_slug: str | None = None, status: str | Sequence[str] | None = None,
                          app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
-                         search: str | None = None) -> int:
+                         search: str | None = None, at_most: int | None = None) -> int:
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
                                      created_from=created_from, created_to=created_to, search=search)
-        return int(self._db.execute(f"SELECT count(*) FROM runs{where}", args).fetchone()[0])
+        if at_most is None:
+            return int(self._db.execute(f"SELECT count(*) FROM runs{where}", args).fetchone()[0])
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM runs{where} LIMIT ?)"
+        return int(self._db.execute(sql, (*args, at_most)).fetchone()[0])
 
     async def change_marker(self) -> object:
         # Every write goes through this one connection (a single writer per file).
