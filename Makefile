@@ -34,6 +34,7 @@ chromium:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.lists
 
 lint: $(STAMP)
 	$(BIN)/ruff check ratchet tests bench examples
