@@ -94,7 +94,11 @@ class Ingestor:
             accepted.append(base.EventRecord(internal_id=internal, id=ev["id"] or internal, name=ev["name"],
                                              data=ev["data"], ts=ev["ts"], received_at=now, v=ev["v"],
                                              user=ev["user"]))
-        run_ids = await self.store_events(accepted, now) if accepted else []
+        token = base.FOREGROUND.set(True)  # the client waits: no queueing behind the engine's store calls
+        try:
+            run_ids = await self.store_events(accepted, now) if accepted else []
+        finally:
+            base.FOREGROUND.reset(token)
         result = IngestResult([e.internal_id for e in accepted], run_ids, error)
         if too_large:
             raise EventTooLargeResult(result)

@@ -9,12 +9,18 @@ Record types are frozen dataclasses; the engine reads them and never writes a ba
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ratchet import protocol
+
+#: True while a client waits on the store calls made (the event API's sends). A store whose connections
+#: the engine's calls can all keep busy (PostgreSQL's pool) gives these calls connections of their own, so
+#: a send does not queue behind hundreds of step applies; SQLite has one connection and ignores it.
+FOREGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("ratchet_store_foreground", default=False)
 
 
 class StoreError(Exception):
