@@ -23,7 +23,9 @@ import pytest
 
 from ratchet.server.store import base, migrations, open_store
 
-BACKENDS = ["sqlite", "postgres"]
+#: "postgres-general": PostgreSQL with `apply` always on its general path (separate statements in a
+#: transaction), so both of its paths pass the suite (by default it writes most outcomes in one round trip).
+BACKENDS = ["sqlite", "postgres", "postgres-general"]
 
 PG_URL = os.environ.get("RATCHET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEMPLATE = "ratchet_test_template"
@@ -134,6 +136,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     from ratchet.server.store.postgres import PostgresStore
 
     async with pg_database(request.getfixturevalue("pg_template")) as url:
-        s = await PostgresStore.connect(url)
+        s = PostgresStore(url, one_statement_apply=request.param == "postgres")
+        await s.start()
         yield s
         await s.close()

@@ -1,7 +1,7 @@
 """Schema drift (procrastinate's test): the PostgreSQL migrations build exactly the declared schema.
 
 One database is migrated by `migrations.apply_postgres` (the template every contract test copies), one
-is built from `store/postgres/schema.sql`; their tables, columns, constraints and indexes must match.
+is built from `store/postgres/schema.sql`; their tables, columns, constraints, indexes and functions must match.
 """
 
 from __future__ import annotations
@@ -24,12 +24,18 @@ CONSTRAINTS = ("SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintd
 INDEXES = ("SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
            "AND tablename != 'schema_migrations' ORDER BY tablename, indexname")
 
+#: Functions of the schema (not of extensions) by their whole definition.
+FUNCTIONS = ("SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+             "WHERE n.nspname = 'public' AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid "
+             "AND d.deptype = 'e') ORDER BY 1, 2")
+
 
 async def _shape(database: str) -> dict[str, list[tuple[Any, ...]]]:
     conn = await _connect(database)
     try:
         return {name: [tuple(r) for r in await conn.fetch(sql)]
-                for name, sql in (("columns", COLUMNS), ("constraints", CONSTRAINTS), ("indexes", INDEXES))}
+                for name, sql in (("columns", COLUMNS), ("constraints", CONSTRAINTS), ("indexes", INDEXES),
+                                  ("functions", FUNCTIONS))}
     finally:
         await conn.close()
 
@@ -46,7 +52,8 @@ async def test_migrations_build_the_declared_schema(pg_template: str) -> None:
             await conn.close()
         migrated, built = await _shape(_name(migrated_url)), await _shape(_name(built_url))
     assert migrated["columns"], "the migrated database has no tables"
-    for part in ("columns", "constraints", "indexes"):
+    assert [name for name, _ in migrated["functions"]] == ["ratchet_apply"]
+    for part in ("columns", "constraints", "indexes", "functions"):
         assert migrated[part] == built[part], f"{part} differ between the migrations and schema.sql"
 
 

@@ -29,6 +29,7 @@ from ratchet.server import ids
 from ratchet.server import services as services_mod
 from ratchet.server.app import create_app
 from ratchet.server.store import base
+from tests.contract.conftest import pg_template  # noqa: F401 - the template database, for `stack`
 from tests.integration import inprocess
 
 #: Where seeded apps "live": a port nothing listens on.
@@ -191,8 +192,25 @@ def seed(services: services_mod.Services) -> Seeder:
     return Seeder(services)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets `STORES = ("sqlite", "postgres")` runs its `stack` tests on both backends; a test
+    marked `stores(...)` on those it names (a white-box test of one backend)."""
+    if "stack" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("stores")
+        stores = marker.args if marker else getattr(metafunc.module, "STORES", ("sqlite",))
+        metafunc.parametrize("stack", stores, indirect=True)
+
+
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[inprocess.Stack]:
-    """The server and an app on Ratchet's SDK, in this process (see inprocess.py)."""
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[inprocess.Stack]:
+    """The server and an app on Ratchet's SDK, in this process (see inprocess.py); on PostgreSQL (a
+    database of its own, from the contract suite's template) when the module asks for it (`STORES`)."""
+    if request.param == "postgres":
+        from tests.contract.conftest import pg_database
+
+        async with pg_database(request.getfixturevalue("pg_template")) as url, \
+                inprocess.start_stack(tmp_path, db_url=url) as s:
+            yield s
+        return
     async with inprocess.start_stack(tmp_path) as s:
         yield s

@@ -81,15 +81,16 @@ class Stack:
 @contextlib.asynccontextmanager
 async def start_stack(tmp_path: Path, *, signing_key: str | None = None, event_key: str | None = None,
                       api_token: str | None = None, retention_s: float | None = None,
-                      item_retry_base_ms: int = 20) -> AsyncIterator[Stack]:
-    """With `signing_key` (and `event_key`) the server runs in production mode and the SDK client too."""
+                      item_retry_base_ms: int = 20, db_url: str | None = None) -> AsyncIterator[Stack]:
+    """With `signing_key` (and `event_key`) the server runs in production mode and the SDK client too.
+    `db_url`: the store (default: an SQLite file under `tmp_path`)."""
     holder: dict[str, Any] = {}
 
     async def dispatch(scope: Any, receive: Any, send: Any) -> None:
         await holder["asgi"](scope, receive, send)
 
     transport = AsgiTransport(dispatch)
-    cfg = config_mod.ServerConfig(db_url=str(tmp_path / "r.db"), retry=retry.RetryPolicy(fixed_s=0.05),
+    cfg = config_mod.ServerConfig(db_url=db_url or str(tmp_path / "r.db"), retry=retry.RetryPolicy(fixed_s=0.05),
                                   kind="cloud" if signing_key else "dev",
                                   signing_keys=(signing_key,) if signing_key else (),
                                   event_keys=(event_key,) if event_key else (),

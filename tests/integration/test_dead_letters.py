@@ -18,6 +18,9 @@ from ratchet.server.store import open_store_async
 from tests.integration import inprocess
 from tests.integration.inprocess import Stack
 
+#: Every scenario here runs on both store backends (`stack` in conftest.py).
+STORES = ("sqlite", "postgres")
+
 
 async def dead_letters(stack: Stack, **params: Any) -> list[dict[str, Any]]:
     resp = await stack.api.get("/v1/dead-letters", params=params)

@@ -11,6 +11,9 @@ from typing import Any
 import ratchet
 from tests.integration.inprocess import Stack
 
+#: Every scenario here runs on both store backends (`stack` in conftest.py).
+STORES = ("sqlite", "postgres")
+
 
 async def statuses(s: Stack, function_id: str) -> list[str]:
     runs = (await s.api.get("/v1/runs", params={"function_id": function_id, "limit": 1000})).json()["data"]

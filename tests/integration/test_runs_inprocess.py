@@ -12,6 +12,9 @@ import httpx
 import ratchet
 from tests.integration.inprocess import APP_URL, Stack
 
+#: Every scenario here runs on both store backends (`stack` in conftest.py).
+STORES = ("sqlite", "postgres")
+
 
 async def test_two_steps_complete_in_order(stack: Stack) -> None:
     @stack.client.function(id="two", trigger=ratchet.on_event("t/two"))
@@ -258,6 +261,7 @@ async def test_sync_endpoint_reports_an_unreachable_app(stack: Stack) -> None:
     resp = await stack.api.post("/v1/apps/sync", json={"url": APP_URL})
     assert resp.status_code == 502
     assert resp.json()["data"][0]["ok"] is False and "connection refused" in resp.json()["data"][0]["error"]
+    assert resp.json()["error"] == resp.json()["data"][0]["error"]  # the reason, where every 4xx/5xx has it
     for bad in (b"{", b"[]", b'{"url": ""}', b'{"url": 5}'):
         resp = await stack.api.post("/v1/apps/sync", content=bad)
         assert resp.status_code == 400, bad

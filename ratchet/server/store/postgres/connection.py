@@ -137,6 +137,22 @@ class Pool:
                 raise base.StoreError(str(exc)) from exc
         raise AssertionError("unreachable")
 
+    async def one(self, body: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `body(conn)`, which sends one statement (its own implicit transaction, so no BEGIN and
+        COMMIT round trips), retried after a deadlock as `run` does."""
+        _CALL_STARTED.set(time.monotonic())
+        for attempt in range(RETRIES):
+            try:
+                async with self.pool.acquire() as conn:
+                    return await body(conn)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                if attempt == RETRIES - 1:
+                    raise base.StoreError(f"transaction kept conflicting: {exc}") from exc
+                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                raise base.StoreError(str(exc)) from exc
+        raise AssertionError("unreachable")
+
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """One read statement (a transaction of its own)."""
         try:

@@ -262,6 +262,10 @@ NOTIFY = "SELECT pg_notify($1, '')"
 EXTEND_LEASES = ("UPDATE queue SET lease_until = $2 WHERE id IN (SELECT id FROM queue WHERE lease_owner = $1 "
                  "AND lease_until < $2 FOR UPDATE SKIP LOCKED)")
 
+#: A call's outcome applied in one round trip by the function of migration 0006 (`RunsMixin._apply_one_statement`).
+APPLY = ("SELECT o_outcome, o_leased, o_index, o_future "
+         "FROM ratchet_apply($1, $2, $3, $4, $5, $6::jsonb, $7)")
+
 APPLIED_MIGRATIONS = "SELECT name FROM schema_migrations ORDER BY version"
 
 # Retention (`purge`): runs that ended before the cutoff go with their steps; events go once nothing live

@@ -33,6 +33,36 @@ def is_plain(run: base.NewRun) -> bool:
                           and not fl.concurrency and fl.debounce is None and fl.batch is None)
 
 
+def one_statement_commands(commands: Sequence[base.Command]) -> bool:
+    """Whether `ratchet_apply` (one round trip) can write all of `commands`: steps, calls, parallel mode,
+    the run's end and the outbox; pauses and retries take the general path."""
+    return all(isinstance(c, base.SaveStep | base.Enqueue | base.SetForceStepPlan | base.FinishRun | base.Emit)
+               for c in commands)
+
+
+def _commands_json(commands: Sequence[base.Command]) -> str:
+    """`commands` as the JSON array `ratchet_apply` reads (JSON values inside it are texts, stored as is)."""
+    out: list[dict[str, Any]] = []
+    for c in commands:
+        if isinstance(c, base.SaveStep):
+            out.append({"t": "save", "hash": c.hash, "name": c.name, "op": c.op, "status": c.status.value,
+                        "memo": dumps(c.memo), "started_at": c.started_at, "ended_at": c.ended_at,
+                        "attempts": c.attempts})
+        elif isinstance(c, base.Enqueue):
+            out.append({"t": "enqueue", "target": c.target, "due_at": c.due_at, "attempt": c.attempt,
+                        "when_idle": c.when_idle, "end_parallel": c.end_parallel,
+                        "payload": dumps({"race": True}) if c.race else None})
+        elif isinstance(c, base.SetForceStepPlan):
+            out.append({"t": "force", "value": bool(c.value)})
+        elif isinstance(c, base.FinishRun):
+            out.append({"t": "finish", "status": c.status.value, "output": dumps(c.output), "error": c.error})
+        elif isinstance(c, base.Emit):
+            out.append({"t": "emit", "payload": dumps(list(c.events))})
+        else:
+            raise TypeError(f"ratchet_apply does not write {type(c).__name__}")
+    return dumps(out)
+
+
 def run_keys(concurrency: str | None) -> Keys:
     """A run's concurrency keys from its `concurrency` column."""
     return [(k, int(lim)) for k, lim in orjson.loads(concurrency)] if concurrency else []
@@ -125,6 +155,28 @@ class RunsMixin:
         return run_keys(await conn.fetchval(q.RUN_CONCURRENCY, run_id))
 
     # ------------------------------------------------------------------------------ applying commands
+
+    async def _apply_one_statement(self, conn: Conn, item: base.QueueItem, owner: str,
+                                   commands: Sequence[base.Command], now: int, lease_ms: int) -> base.Applied | None:
+        """`apply` in one round trip (the `ratchet_apply` function of migration 0006) when every command is
+        one it writes (`one_statement_commands`); None when it declined because the run has concurrency
+        keys (nothing was written: the caller takes the general path)."""
+        until = lease_until(now, lease_ms)
+        row = await conn.fetchrow(q.APPLY, item.id, owner, item.run_id, now, until, _commands_json(commands),
+                                  protocol.DISCOVERY_STEP_ID)
+        outcome, leased, index, future = row
+        if outcome == "keyed":
+            return None
+        if outcome != "applied":
+            return base.Applied(accepted=False)
+        ready = []
+        for item_id, i in zip(leased, index, strict=True):
+            cmd = commands[i - 1]
+            assert isinstance(cmd, base.Enqueue)
+            ready.append(base.QueueItem(id=item_id, run_id=item.run_id, target=cmd.target, attempt=cmd.attempt,
+                                        due_at=cmd.due_at, lease_owner=owner, lease_until=until,
+                                        payload={"race": True} if cmd.race else None))
+        return base.Applied(accepted=True, ready=tuple(ready), enqueued_future=bool(future))
 
     async def _lock_run_txn(self, conn: Conn, run_id: str, extra_keys: Iterable[tuple[str, int]] = (),
                             keys: Keys | None = None) -> tuple[Any, Keys]:

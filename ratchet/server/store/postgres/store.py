@@ -38,8 +38,12 @@ from ratchet.server.store.postgres.rows import (
     status_count,
     step_row,
 )
-from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock, run_keys
+from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock, one_statement_commands, run_keys
 from ratchet.server.store.rows import common_search
+
+
+#: How many runs with concurrency keys `apply` remembers (to skip asking `ratchet_apply` first).
+KEYED_RUNS_KEPT = 10_000
 
 
 class PostgresStore(FlowMixin, RunsMixin):
@@ -47,9 +51,13 @@ class PostgresStore(FlowMixin, RunsMixin):
 
     single_owner = False  #: several server nodes share the database
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, one_statement_apply: bool = True) -> None:
         self.url = url
         self._pool = Pool(url)
+        #: `apply` writes what it can in one round trip (`ratchet_apply`); False: always the general path
+        #: (the contract suite runs both).
+        self.one_statement_apply = one_statement_apply
+        self._keyed_runs: set[str] = set()  #: runs found to have concurrency keys (general path)
 
     @classmethod
     async def connect(cls, url: str) -> PostgresStore:
@@ -371,6 +379,17 @@ class PostgresStore(FlowMixin, RunsMixin):
 
     async def apply(self, item: base.QueueItem, owner: str, commands: list[base.Command], now: int,
                     lease_ms: int, *, dead_letter: base.GiveUp | None = None) -> base.Applied:
+        if (self.one_statement_apply and dead_letter is None and item.run_id not in self._keyed_runs
+                and one_statement_commands(commands)):
+            applied = await self._pool.one(
+                lambda conn: self._apply_one_statement(conn, item, owner, commands, now, lease_ms))
+            if applied is not None:
+                return applied
+            # The run has concurrency keys (they never change): its applies take the general path.
+            if len(self._keyed_runs) >= KEYED_RUNS_KEPT:
+                self._keyed_runs.clear()
+            self._keyed_runs.add(item.run_id)
+
         async def body(conn: Conn) -> base.Applied:
             # The held item first (a claimer taking over its expired lease skips it while we hold it), with
             # its concurrency keys and the run's in the same statement. It is deleted at the end unless it
