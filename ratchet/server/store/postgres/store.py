@@ -41,7 +41,6 @@ from ratchet.server.store.postgres.rows import (
 from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock, one_statement_commands, run_keys
 from ratchet.server.store.rows import common_search
 
-
 #: How many runs with concurrency keys `apply` remembers (to skip asking `ratchet_apply` first).
 KEYED_RUNS_KEPT = 10_000
 
