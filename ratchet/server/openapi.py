@@ -20,6 +20,7 @@ Schema = dict[str, Any]
 
 RUN_STATUSES = [s.value for s in protocol.RunStatus]
 ENDED_STATUSES = [s.value for s in protocol.RunStatus if s.is_terminal]
+ACTIVE_STATUSES = [s.value for s in protocol.RunStatus if not s.is_terminal]
 #: Pages of the list endpoints (`api.runs.MAX_LIMIT`).
 MAX_LIMIT = 1000
 
@@ -93,13 +94,30 @@ RUN_PROPERTIES: dict[str, Schema] = {
                                description="the run whose `step.invoke` started this one, and that step")),
 }
 
-#: What a bulk cancel or replay selects: a function's runs created in [from, to).
+#: What a bulk cancel or replay selects: a function's runs created in [from, to) that match the filters of
+#: `GET /v1/runs` (the dashboard sends the runs list's filters, so the action takes exactly the runs listed).
 BULK_PROPERTIES: dict[str, Schema] = {
     "function_id": {"type": "string", "minLength": 1},
     "from": {**TIME_BOUND, "description": "runs created at or after (ms since the epoch or ISO-8601)"},
-    "to": {**TIME_BOUND, "description": "runs created before; must be after `from`"},
+    "to": {**TIME_BOUND, "description": "runs created before; must be after `from`. Capped at the time of the "
+                                        "request; pass back the `to` of a dry run's reply to act on exactly the "
+                                        "runs it counted (not those created since)"},
+    "app_id": {"type": ["string", "null"], "description": "runs of this app's functions (the app `id`)"},
+    "q": {"type": ["string", "null"], "maxLength": 200,
+          "description": "a run id (exact), or text found in the data of the run's triggering events "
+                         "(ignoring case)"},
     "dry_run": {"type": "boolean", "default": False, "description": "only count the runs"},
 }
+#: The `to` a bulk reply gives back: the upper bound it used.
+BULK_TO: Schema = {"type": "integer", "description": "the upper bound of creation times used (ms since the "
+                                                     "epoch): `to`, or the time of the request if earlier"}
+
+
+def bulk_status(allowed: list[str], default: str) -> Schema:
+    return {"oneOf": [{"type": "string", "enum": allowed},
+                      {"type": "array", "items": {"type": "string", "enum": allowed}, "minItems": 1}],
+            "description": f"runs with this status or one of these (default {default}); case does not matter"}
+
 
 SCHEMAS: dict[str, Schema] = {
     "Error": obj({"error": {"type": "string", "description": "what is wrong, in words"}}, extra=True,
@@ -232,11 +250,10 @@ SCHEMAS: dict[str, Schema] = {
         "created_at": MS,
         "cursor": {"type": "string", "pattern": "^[0-9]+$", "description": "pass as `before` for the next page"},
     }),
-    "BulkCancelRequest": obj(BULK_PROPERTIES, ["function_id"]),
-    "ReplayRequest": obj({**BULK_PROPERTIES, "status": {
-        "oneOf": [{"type": "string", "enum": ENDED_STATUSES},
-                  {"type": "array", "items": {"type": "string", "enum": ENDED_STATUSES}, "minItems": 1}],
-        "description": "which ended runs to rerun (default FAILED and CANCELLED)"}}, ["function_id"], extra=False),
+    "BulkCancelRequest": obj({**BULK_PROPERTIES, "status": bulk_status(ACTIVE_STATUSES, "QUEUED and RUNNING")},
+                             ["function_id"], extra=False),
+    "ReplayRequest": obj({**BULK_PROPERTIES, "status": bulk_status(ENDED_STATUSES, "FAILED and CANCELLED")},
+                         ["function_id"], extra=False),
     "RegisterRequest": {
         "type": "object", "required": ["url", "functions"], "additionalProperties": True,
         "description": "What an SDK sends to sync its app (the Inngest protocol; `appName` also spelled "
@@ -388,7 +405,9 @@ PATHS: dict[str, Any] = {
         "Re-sync apps", {
             "200": json_body(data_of({"type": "array", "items": ref("SyncResult")}), "every sync worked"),
             "400": BAD_REQUEST,
-            "502": json_body(data_of({"type": "array", "items": ref("SyncResult")}),
+            "502": json_body(obj({"data": {"type": "array", "items": ref("SyncResult")},
+                                  "error": {"type": "string", "description": "why each failed sync failed "
+                                                                             "(`url: reason; ...` for several)"}}),
                              "at least one app could not be synced (each result says)"),
         }, tags=["apps"], write=True,
         body=request_body(obj({"url": {"type": "string", "minLength": 1}}), required=False,
@@ -447,26 +466,29 @@ PATHS: dict[str, Any] = {
         description="With the filters of `GET /v1/runs`.")},
     "/v1/runs/cancel": {"post": op(
         "Cancel runs in bulk", {
-            "200": json_body(data_of(obj({"matched": {"type": "integer"}, "cancelled": {"type": "integer"}})),
+            "200": json_body(data_of(obj({"matched": {"type": "integer"}, "cancelled": {"type": "integer"},
+                                          "to": BULK_TO})),
                              "what was matched and cancelled (`cancelled` is 0 on a dry run)"),
             "400": BAD_REQUEST,
         }, tags=["runs"], write=True, body=request_body(ref("BulkCancelRequest")),
-        description="Cancels (or, with `dry_run`, counts) the function's runs that have not ended and were "
-                    "created in [`from`, `to`).")},
+        description="Cancels (or, with `dry_run`, counts) the function's runs that have not ended, were "
+                    "created in [`from`, `to`) and match `status`, `app_id` and `q` as `GET /v1/runs` does. "
+                    "Unknown fields are refused (a misspelt filter must not widen the selection).")},
     "/v1/runs/replay": {"post": op(
         "Replay runs in bulk", {
             "200": json_body(data_of(obj({
                 "matched": {"type": "integer"}, "replayed": {"type": "integer"},
                 "not_replayed": {"type": "array", "items": obj({"run_id": {"type": "string"},
                                                                 "error": {"type": "string"}})},
-            }, ["matched", "replayed"])), "what was matched and rerun (`replayed` is 0 on a dry run)"),
+                "to": BULK_TO,
+            }, ["matched", "replayed", "to"])), "what was matched and rerun (`replayed` is 0 on a dry run)"),
             "400": BAD_REQUEST,
             "409": error_reply("the function is no longer served by its app"),
         }, tags=["runs"], write=True,
         body=request_body(ref("ReplayRequest")),
         description="Reruns from the start (or, with `dry_run`, counts) each run of the function created in "
-                    "[`from`, `to`) whose status is one of `status`. Runs created during the replay are not "
-                    "matched.")},
+                    "[`from`, `to`) whose status is one of `status` and that matches `app_id` and `q` as "
+                    "`GET /v1/runs` does. Runs created during the replay are not matched.")},
     "/v1/runs/{run_id}": {"get": op(
         "Get a run with its steps", {"200": json_body(data_of(ref("RunDetail")), "the run"), "404": NO_RUN},
         tags=["runs"], parameters=[param("run_id")])},

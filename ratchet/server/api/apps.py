@@ -30,7 +30,8 @@ async def register(request: Request) -> Response:
 
 
 async def sync_apps(request: Request) -> Response:
-    """`POST /v1/apps/sync` with `{"url": ...}` to sync one app, or no body to re-sync every known app."""
+    """`POST /v1/apps/sync` with `{"url": ...}` to sync one app, or no body to re-sync every known app. A 502
+    when a sync failed, with each app's result in `data` and why the failed ones failed in `error`."""
     svc = services(request)
     body = await request.body()
     urls: list[str]
@@ -53,7 +54,11 @@ async def sync_apps(request: Request) -> Response:
         except sync.SyncFailed as exc:
             failed = True
             results.append({"url": url, "ok": False, "error": str(exc)})
-    return json_response({"data": results}, 502 if failed else 200)
+    if not failed:
+        return json_response({"data": results})
+    # `error` says why in one line, as every other refused request does (the dashboard shows it).
+    reasons = [f"{r['url']}: {r['error']}" if len(results) > 1 else str(r["error"]) for r in results if not r["ok"]]
+    return json_response({"data": results, "error": "; ".join(reasons)}, 502)
 
 
 def app_json(app: base.AppRecord) -> dict[str, Any]:

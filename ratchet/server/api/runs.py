@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -18,6 +20,8 @@ MAX_LIMIT = 1000
 BULK_COUNT_LIMIT = 1_000_000
 #: What a bulk replay reruns unless `status` says otherwise: the runs that ended unsuccessfully.
 REPLAY_STATUSES = (protocol.RunStatus.FAILED.value, protocol.RunStatus.CANCELLED.value)
+#: The statuses a replay may select.
+ENDED_STATUSES = tuple(s.value for s in protocol.RunStatus if s.is_terminal)
 
 
 def _limit(request: Request) -> int | Response:
@@ -219,8 +223,54 @@ async def _json_object(request: Request, fields: tuple[str, ...] | None = None) 
     return body
 
 
-def _bulk_selection(body: dict[str, Any]) -> tuple[str, int | None, int | None, bool] | Response:
-    """`function_id`, `from`, `to` and `dry_run` of a bulk request (cancel, replay), or a 400."""
+#: The fields of a bulk request (cancel, replay): the runs list's filters, and `dry_run`.
+BULK_FIELDS = ("function_id", "from", "to", "status", "app_id", "q", "dry_run")
+#: What a bulk cancel cancels unless `status` narrows it: every run that has not ended.
+ACTIVE_STATUSES = tuple(s.value for s in protocol.RunStatus if not s.is_terminal)
+#: Runs a bulk action reads per page of `Store.list_runs`.
+BULK_PAGE = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BulkSelection:
+    """The runs a bulk request acts on: the runs list's filters (`GET /v1/runs`), with a function required."""
+
+    function_slug: str
+    statuses: tuple[str, ...]
+    created_from: int | None
+    created_to: int | None
+    app_id: str | None
+    search: str | None
+    dry_run: bool
+
+    def filters(self) -> dict[str, Any]:
+        """Keyword arguments of `Store.list_runs` and `Store.count_runs`."""
+        return {"function_slug": self.function_slug, "status": list(self.statuses), "app_id": self.app_id,
+                "created_from": self.created_from, "created_to": self.created_to, "search": self.search}
+
+
+def _bulk_statuses(value: Any, allowed: tuple[str, ...], default: tuple[str, ...], why: str
+                   ) -> list[str] | Response:
+    """`status` of a bulk request: one status or a non-empty list of them, each among `allowed`."""
+    if value is None:
+        return list(default)
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        return error(400, f"status: must be a run status or a non-empty list of them ({', '.join(allowed)}), "
+                          f"got {value!r}")
+    out = []
+    for v in values:
+        if v.upper() not in allowed:
+            return error(400, f"status: {why}, so one of {', '.join(allowed)}; got {v!r}")
+        out.append(v.upper())
+    return out
+
+
+def _bulk_selection(body: dict[str, Any], now: int, *, allowed: tuple[str, ...], default: tuple[str, ...],
+                    why: str) -> BulkSelection | Response:
+    """The selection of a bulk request (cancel, replay), or a 400 naming the field. `to` is capped at
+    `now`: runs created after the request (or, when the caller passes back the `to` of its dry run, after
+    the count it showed) are never touched."""
     fn = body.get("function_id")
     if not isinstance(fn, str) or not fn:
         return error(400, "function_id: a non-empty string is required")
@@ -230,37 +280,66 @@ def _bulk_selection(body: dict[str, Any]) -> tuple[str, int | None, int | None, 
         return error(400, str(exc))
     if start is not None and end is not None and end <= start:
         return error(400, f"to: must be after from ({start}), got {end}")
+    statuses = _bulk_statuses(body.get("status"), allowed, default, why)
+    if isinstance(statuses, Response):
+        return statuses
+    app_id = body.get("app_id")
+    if app_id is not None and not isinstance(app_id, str):
+        return error(400, f"app_id: must be an app's id (a string), got {app_id!r}")
+    search = body.get("q")
+    if search is not None:
+        if not isinstance(search, str):
+            return error(400, f"q: must be a run id or text in the event data (a string), got {search!r}")
+        if len(search) > 200:
+            return error(400, f"q: at most 200 characters, got {len(search)}")
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         return error(400, f"dry_run: must be true or false, got {dry_run!r}")
-    return fn, start, end, dry_run
+    return BulkSelection(function_slug=fn, statuses=tuple(statuses), created_from=start,
+                         created_to=now if end is None else min(end, now), app_id=app_id or None,
+                         search=search.strip() if search and search.strip() else None, dry_run=dry_run)
+
+
+async def _bulk_count(store: base.Store, selection: BulkSelection) -> int:
+    return await store.count_runs(**selection.filters(), at_most=BULK_COUNT_LIMIT)
+
+
+async def _bulk_pages(store: base.Store, selection: BulkSelection) -> AsyncIterator[list[str]]:
+    """The ids of the selected runs, a page at a time, newest first (at most BULK_COUNT_LIMIT)."""
+    before: str | None = None
+    seen = 0
+    while seen < BULK_COUNT_LIMIT:
+        page = await store.list_runs(**selection.filters(), limit=min(BULK_PAGE, BULK_COUNT_LIMIT - seen),
+                                     before=before)
+        if not page:
+            return
+        seen += len(page)
+        before = page[-1].id
+        yield [r.id for r in page]
 
 
 async def bulk_cancel(request: Request) -> Response:
-    """`POST /v1/runs/cancel` with `{"function_id", "from"?, "to"?, "dry_run"?}`: cancel (or, with
-    `dry_run`, count) the function's runs that have not ended and were created in [from, to)."""
+    """`POST /v1/runs/cancel` with `{"function_id", "from"?, "to"?, "status"?, "app_id"?, "q"?, "dry_run"?}`:
+    cancel (or, with `dry_run`, count) the function's runs that have not ended and match the filters of
+    `GET /v1/runs`, created in [from, to) (`to` at most the request's time, given back in the reply)."""
     svc = services(request)
-    body = await _json_object(request)
+    body = await _json_object(request, BULK_FIELDS)
     if isinstance(body, Response):
         return body
-    selection = _bulk_selection(body)
+    selection = _bulk_selection(body, protocol.now_ms(), allowed=ACTIVE_STATUSES, default=ACTIVE_STATUSES,
+                                why="cancel stops runs that have not ended")
     if isinstance(selection, Response):
         return selection
-    fn, start, end, dry_run = selection
-    if dry_run:
-        ids = await svc.store.active_run_ids(fn, created_from=start, created_to=end, limit=BULK_COUNT_LIMIT)
-        return json_response({"data": {"matched": len(ids), "cancelled": 0}})
-    total = 0
-    while True:
-        ids = await svc.store.active_run_ids(fn, created_from=start, created_to=end, limit=500)
-        if not ids:
-            break
+    if selection.dry_run:
+        matched = await _bulk_count(svc.store, selection)
+        return json_response({"data": {"matched": matched, "cancelled": 0, "to": selection.created_to}})
+    matched = cancelled = 0
+    async for ids in _bulk_pages(svc.store, selection):
+        matched += len(ids)
         done = await cancellation.cancel(svc.store, ids, "cancelled in bulk through the API",
                                          now=protocol.now_ms(), notify=svc.scheduler.notify)
-        total += len(done)
-        if not done:
-            break
-    return json_response({"data": {"matched": total, "cancelled": total}})
+        cancelled += len(done)
+    return json_response({"data": {"matched": matched, "cancelled": cancelled, "to": selection.created_to}})
 
 
 async def rerun_run(request: Request) -> Response:
@@ -295,57 +374,34 @@ async def rerun_run(request: Request) -> Response:
     return json_response({"data": run_json(new)}, 201)
 
 
-def _replay_statuses(value: Any) -> list[str] | Response:
-    """`status` of a replay: one ended status or a list of them (default: FAILED and CANCELLED)."""
-    if value is None:
-        return list(REPLAY_STATUSES)
-    values = [value] if isinstance(value, str) else value
-    ended = [s.value for s in protocol.RunStatus if s.is_terminal]
-    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-        return error(400, f"status: must be a run status or a non-empty list of them ({', '.join(ended)}), got {value!r}")
-    out = []
-    for v in values:
-        if v.upper() not in ended:
-            return error(400, f"status: replay reruns runs that have ended, so one of {', '.join(ended)}; got {v!r}")
-        out.append(v.upper())
-    return out
-
-
 async def replay_runs(request: Request) -> Response:
-    """`POST /v1/runs/replay` with `{"function_id", "from"?, "to"?, "status"?, "dry_run"?}`: rerun from the
-    start (or, with `dry_run`, count) each run of the function created in [from, to) whose status is one
-    of `status` (default FAILED and CANCELLED). Replies `{"matched", "replayed", "not_replayed"}`."""
+    """`POST /v1/runs/replay` with `{"function_id", "from"?, "to"?, "status"?, "app_id"?, "q"?, "dry_run"?}`:
+    rerun from the start (or, with `dry_run`, count) each run of the function that matches the filters of
+    `GET /v1/runs`, created in [from, to) (`to` at most the request's time, given back in the reply), whose
+    status is one of `status` (default FAILED and CANCELLED). Replies `{"matched", "replayed",
+    "not_replayed", "to"}`."""
     svc = services(request)
-    body = await _json_object(request, ("function_id", "from", "to", "status", "dry_run"))
+    body = await _json_object(request, BULK_FIELDS)
     if isinstance(body, Response):
         return body
-    selection = _bulk_selection(body)
+    # Runs created from now on are not matched: they include the reruns this replay starts.
+    selection = _bulk_selection(body, protocol.now_ms(), allowed=ENDED_STATUSES, default=REPLAY_STATUSES,
+                                why="replay reruns runs that have ended")
     if isinstance(selection, Response):
         return selection
-    fn, start, end, dry_run = selection
-    statuses = _replay_statuses(body.get("status"))
-    if isinstance(statuses, Response):
-        return statuses
+    fn = selection.function_slug
     if await svc.store.get_function(fn) is None:
         return error(400, f"function_id: there is no function {fn!r} (GET /v1/functions lists them)")
     if svc.functions.get(fn) is None:
         return error(409, f"function {fn!r} no longer exists: its app's last sync removed it; sync an app that "
                           "serves it to replay its runs")
-    now = protocol.now_ms()
-    # Runs created from now on are not matched: they include the reruns this replay starts.
-    end = now if end is None else min(end, now)
-    matched: list[str] = []
-    while len(matched) < BULK_COUNT_LIMIT:
-        page = await svc.store.run_ids_by_status(fn, statuses, created_from=start, created_to=end,
-                                                 after=matched[-1] if matched else None, limit=1000)
-        if not page:
-            break
-        matched += page[:BULK_COUNT_LIMIT - len(matched)]
-    if dry_run:
-        return json_response({"data": {"matched": len(matched), "replayed": 0}})
+    if selection.dry_run:
+        matched = await _bulk_count(svc.store, selection)
+        return json_response({"data": {"matched": matched, "replayed": 0, "to": selection.created_to}})
+    matched_ids = [run_id async for ids in _bulk_pages(svc.store, selection) for run_id in ids]
     replayed = 0
     not_replayed = []
-    for run_id in matched:
+    for run_id in reversed(matched_ids):  # oldest first
         run = await svc.store.get_run(run_id)
         if run is None:
             continue  # deleted by retention meanwhile
@@ -355,7 +411,8 @@ async def replay_runs(request: Request) -> Response:
             replayed += 1
         except rerun.RerunRefused as exc:
             not_replayed.append({"run_id": run_id, "error": str(exc)})
-    return json_response({"data": {"matched": len(matched), "replayed": replayed, "not_replayed": not_replayed}})
+    return json_response({"data": {"matched": len(matched_ids), "replayed": replayed,
+                                   "not_replayed": not_replayed, "to": selection.created_to}})
 
 
 async def _run_state(request: Request) -> base.RunState | Response:
