@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
@@ -295,3 +296,59 @@ def test_bulk_cancel_shows_how_many_runs_before_it_cancels(ui: UI) -> None:
     ui.shot()
     assert [harness.wait_run(ui.api, r, "CANCELLED")["status"] for r in sleepers] == ["CANCELLED"] * 2
     assert ui.api.run(done)["status"] == "COMPLETED"
+
+
+def wait_status(ui: UI, run_id: str, status: str) -> None:
+    harness.wait_until(lambda: ui.api.run(run_id)["status"] == status, 15, f"run {run_id} to be {status}")
+
+
+def test_bulk_cancel_of_a_status_filtered_list_leaves_the_other_runs_alone(ui: UI) -> None:
+    # ui-gate runs one step at a time: while the first run holds the gate, the others stay QUEUED.
+    holder = harness.send_and_get_run(ui.api, "ui/gate", {"n": 0})
+    wait_status(ui, holder, "RUNNING")
+    queued = [harness.send_and_get_run(ui.api, "ui/gate", {"n": n}) for n in (1, 2)]
+    page = ui.page
+    page.goto("/#/runs")
+    page.get_by_test_id("filter-function").select_option("ui-gate")
+    expect(page.get_by_test_id("run-row")).to_have_count(3)
+    page.get_by_test_id("filter-status").select_option("QUEUED")
+    expect(page.get_by_test_id("run-row")).to_have_count(2)
+    expect(page.get_by_test_id("bulk-replay")).to_have_count(0)  # queued runs cannot be replayed
+    expect(page.get_by_test_id("bulk-cancel")).to_have_text("Cancel queued…")
+    page.get_by_test_id("bulk-cancel").click()
+    expect(page.get_by_test_id("bulk-count")).to_have_text("2 queued runs will be cancelled.")
+    ui.shot()
+    late = harness.send_and_get_run(ui.api, "ui/gate", {"n": 3})  # created after the count was shown
+
+    # The confirming request is held back, to see the button stay disabled while it is in flight.
+    held: list[Any] = []
+    bodies: list[dict[str, Any]] = []
+
+    def hold(route: Any) -> None:
+        body = route.request.post_data_json
+        bodies.append(body)
+        if body.get("dry_run"):
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/v1/runs/cancel", hold)
+    confirm = page.get_by_test_id("bulk-confirm")
+    confirm.click()
+    expect(confirm).to_be_disabled()
+    expect(confirm).to_have_text("Working…")
+    confirm.dispatch_event("click")  # a second click while it runs sends nothing
+    harness.wait_until(lambda: (page.wait_for_timeout(20), held)[1], 15, "the cancel request")
+    assert len(held) == 1 and len(bodies) == 1
+    assert bodies[0]["status"] == "QUEUED" and bodies[0]["function_id"] == "ui-gate" and bodies[0]["to"]
+    held[0].continue_()
+    expect(page.get_by_test_id("notice")).to_have_text("Cancelled 2 runs.")
+    ui.shot()
+    assert len(bodies) == 1
+    assert [ui.api.run(r)["status"] for r in queued] == ["CANCELLED", "CANCELLED"]
+    assert ui.api.run(holder)["status"] == "RUNNING"  # filtered out by status
+    assert ui.api.run(late)["status"] == "QUEUED"  # created after the count
+
+    (ui.dir / "gate-open").touch()
+    assert harness.wait_run(ui.api, holder)["output"] == "released"
+    assert harness.wait_run(ui.api, late)["output"] == "released"

@@ -5,7 +5,9 @@ Its behaviour is steered at run time through files in `$UI_DIR` (the test's dire
 - `broken` present: step "charge" of `ui-checkout` raises (retries 0, so the run fails); removing the file
   is "fixing the app";
 - `release` present: step "wait-for-release" of `ui-pipeline` returns (it holds its call open until then,
-  so a test can watch the run in the middle).
+  so a test can watch the run in the middle);
+- `gate-open` present: step "hold" of `ui-gate` returns. `ui-gate` runs one step at a time (concurrency 1),
+  so while one run holds the gate the others stay QUEUED.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ import ratchet.sdk.fastapi
 
 DIR = Path(os.environ["UI_DIR"])
 #: The release step gives up after this long (a test that never releases it still ends).
-RELEASE_MAX_S = 30.0
+RELEASE_MAX_S = 60.0
 
 client = ratchet.Client(app_id="ui")  # mode, keys and URLs from the INNGEST_* environment
+
+
+async def wait_for_file(name: str) -> str:
+    """Hold the step's call open until `$UI_DIR/<name>` exists (or RELEASE_MAX_S pass)."""
+    deadline = time.monotonic() + RELEASE_MAX_S
+    while not (DIR / name).exists() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a file
+        await asyncio.sleep(0.02)
+    return "released"
 
 
 def mark(label: str, run_id: str) -> None:
@@ -53,15 +63,9 @@ async def sleeper(ctx: ratchet.Context) -> str:
 
 @client.function(id="pipeline", name="Pipeline", trigger=ratchet.on_event("ui/pipeline"))
 async def pipeline(ctx: ratchet.Context) -> dict:
-    async def wait_for_release() -> str:
-        deadline = time.monotonic() + RELEASE_MAX_S
-        while not (DIR / "release").exists() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a file
-            await asyncio.sleep(0.02)
-        return "released"
-
     fetched = await ctx.step.run("fetch", lambda: {"items": 3})
     await ctx.step.sleep("pause", timedelta(milliseconds=300))
-    released = await ctx.step.run("wait-for-release", wait_for_release)
+    released = await ctx.step.run("wait-for-release", wait_for_file, "release")
     total = await ctx.step.run("summarize", lambda: fetched["items"] * 2)
     return {"released": released, "total": total}
 
@@ -83,6 +87,26 @@ async def checkout(ctx: ratchet.Context) -> dict:
     return {"receipt": receipt}
 
 
-FUNCTIONS = [hello, fail, sleeper, pipeline, checkout]
+@client.function(id="gate", name="Gate", trigger=ratchet.on_event("ui/gate"),
+                 concurrency=ratchet.Concurrency(limit=1))
+async def gate(ctx: ratchet.Context) -> str:
+    return await ctx.step.run("hold", wait_for_file, "gate-open")  # type: ignore[no-any-return]
+
+
+@client.function(id="approval", name="Approval", trigger=ratchet.on_event("ui/order"))
+async def approval(ctx: ratchet.Context) -> dict:
+    order = ctx.event.data.get("order")
+    approved = await ctx.step.wait_for_event("await-approval", event="ui/approved", timeout=timedelta(hours=1),
+                                             if_exp="async.data.order == event.data.order")
+    return {"order": order, "approved_by": None if approved is None else approved.data.get("by")}
+
+
+@client.function(id="parent", name="Parent", trigger=ratchet.on_event("ui/parent"))
+async def parent(ctx: ratchet.Context) -> dict:
+    greeting = await ctx.step.invoke("call-hello", function=hello, data={"who": "the parent"})
+    return {"child_said": greeting}
+
+
+FUNCTIONS = [hello, fail, sleeper, pipeline, checkout, gate, approval, parent]
 app = fastapi.FastAPI()
 ratchet.sdk.fastapi.serve(app, client, FUNCTIONS)

@@ -101,6 +101,20 @@ function useLoad(load, deps) {
   return [state, reload];
 }
 
+// An action in flight (a request a button started): its button stays disabled until it is answered, so a
+// second click cannot send it twice. The ref guards clicks that land before the re-render.
+function useBusy() {
+  const [busy, setBusy] = useState(false);
+  const ref = useRef(false);
+  const run = useCallback(async (action) => {
+    if (ref.current) return;
+    ref.current = true;
+    setBusy(true);
+    try { await action(); } finally { ref.current = false; setBusy(false); }
+  }, []);
+  return [busy, run];
+}
+
 // A JSON editor: a textarea that says what is wrong with its text, inline, before anything is sent.
 function parseJsonObject(text) {
   try {
@@ -161,23 +175,32 @@ function RunsPage() {
   const set = (k) => (e) => { const v = e.target.value; setCursors([]); setFilters((f) => ({ ...f, [k]: v })); };
   const fnName = (id) => (meta.data?.functions.find((f) => f.id === id)?.name) || id;
 
-  const openBulk = async (action) => {
+  // Bulk actions take the list's filters, so they act on the runs listed (those of the chosen status, app,
+  // search and time range), and the `to` the count was made with: runs created after it are left alone.
+  const [bulkBusy, runBulk] = useBusy();
+  const status = filters.status;
+  const canCancel = !status || !ENDED.has(status);
+  const canReplay = !status || ENDED.has(status);
+  const openBulk = (action) => runBulk(async () => {
     const bounds = rangeBounds(filters);
-    const body = { function_id: filters.function_id, from: bounds.from, to: bounds.to, dry_run: true };
+    const body = { function_id: filters.function_id, from: bounds.from, to: bounds.to,
+                   status: status || undefined, app_id: filters.app_id || undefined, q: filters.q || undefined };
     try {
-      const r = await api(`/v1/runs/${action}`, { method: "POST", body });
-      setBulk({ action, body, matched: r.data.matched });
+      const r = await api(`/v1/runs/${action}`, { method: "POST", body: { ...body, dry_run: true } });
+      setBulk({ action, body: { ...body, to: r.data.to }, matched: r.data.matched, status });
     } catch (e) { setNotice({ bad: true, text: e.message }); }
-  };
-  const confirmBulk = async () => {
+  });
+  const confirmBulk = () => runBulk(async () => {
     try {
       const r = await api(`/v1/runs/${bulk.action}`, { method: "POST", body: { ...bulk.body, dry_run: false } });
       const n = bulk.action === "cancel" ? r.data.cancelled : r.data.replayed;
-      setNotice({ text: `${bulk.action === "cancel" ? "Cancelled" : "Replayed"} ${n} runs.` });
+      setNotice({ text: `${bulk.action === "cancel" ? "Cancelled" : "Replayed"} ${n} run${n === 1 ? "" : "s"}.` });
     } catch (e) { setNotice({ bad: true, text: e.message }); }
     setBulk(null);
     reload();
-  };
+  });
+  const bulkWhat = (b) => `${b.matched} ${b.status ? b.status.toLowerCase()
+    : b.action === "cancel" ? "running or queued" : "failed or cancelled"} run${b.matched === 1 ? "" : "s"}`;
 
   return html`<section>
     <h1>Runs</h1>
@@ -202,9 +225,11 @@ function RunsPage() {
       </form>
     </div>
     ${filters.function_id && html`<div class="row" style="margin-bottom:10px">
-      <span class="muted">Bulk, for ${fnName(filters.function_id)} in the chosen time range:</span>
-      <button class="danger" onClick=${() => openBulk("cancel")} data-testid="bulk-cancel">Cancel running…</button>
-      <button onClick=${() => openBulk("replay")} data-testid="bulk-replay">Replay failed…</button></div>`}
+      <span class="muted">Bulk, on the runs of ${fnName(filters.function_id)} listed (these filters):</span>
+      ${canCancel && html`<button class="danger" disabled=${bulkBusy} onClick=${() => openBulk("cancel")}
+        data-testid="bulk-cancel">Cancel ${status ? status.toLowerCase() : "running"}…</button>`}
+      ${canReplay && html`<button disabled=${bulkBusy} onClick=${() => openBulk("replay")}
+        data-testid="bulk-replay">Replay ${status ? status.toLowerCase() : "failed"}…</button>`}</div>`}
     ${runs.error && html`<div class="notice bad">${runs.error}</div>`}
     <div class="muted" data-testid="run-count">${runs.data ? `${runs.data.count.toLocaleString("en")}${runs.data.capped ? "+" : ""} run${runs.data.count === 1 ? "" : "s"}` : "…"}</div>
     <table data-testid="runs-table"><thead><tr><th>Run</th><th>Function</th><th>Status</th><th>Created</th><th>Duration</th></tr></thead>
@@ -221,10 +246,10 @@ function RunsPage() {
         onClick=${() => setCursors([...cursors, runs.data.runs[runs.data.runs.length - 1].cursor])}>Older →</button>
       <span class="muted">page ${cursors.length + 1}</span>
     </div>
-    ${bulk && html`<${Dialog} title=${bulk.action === "cancel" ? "Cancel runs" : "Replay runs"} onClose=${() => setBulk(null)}>
-      <p data-testid="bulk-count">${bulk.matched} ${bulk.action === "cancel" ? "running or queued runs will be cancelled" : "failed or cancelled runs will be replayed from the start"}.</p>
-      <div class="row"><button class="primary" disabled=${!bulk.matched} onClick=${confirmBulk} data-testid="bulk-confirm">Confirm</button>
-      <button onClick=${() => setBulk(null)}>Back</button></div></${Dialog}>`}
+    ${bulk && html`<${Dialog} title=${bulk.action === "cancel" ? "Cancel runs" : "Replay runs"} onClose=${() => bulkBusy || setBulk(null)}>
+      <p data-testid="bulk-count">${bulkWhat(bulk)} will be ${bulk.action === "cancel" ? "cancelled" : "replayed from the start"}.</p>
+      <div class="row"><button class="primary" disabled=${!bulk.matched || bulkBusy} onClick=${confirmBulk} data-testid="bulk-confirm">${bulkBusy ? "Working…" : "Confirm"}</button>
+      <button disabled=${bulkBusy} onClick=${() => setBulk(null)}>Back</button></div></${Dialog}>`}
   </section>`;
 }
 
@@ -289,8 +314,9 @@ function RerunDialog({ run, events, fromStep, onClose }) {
   const [text, setText] = useState(pretty((events[0] && events[0].data) || {}));
   const [step, setStep] = useState(fromStep ? fromStep.hash : "");
   const [err, setErr] = useState(null);
+  const [busy, runBusy] = useBusy();
   const check = parseJsonObject(text);
-  const submit = async () => {
+  const submit = () => runBusy(async () => {
     const body = {};
     if (step) body.from_step = step;
     if (edit) {
@@ -302,7 +328,7 @@ function RerunDialog({ run, events, fromStep, onClose }) {
       onClose();
       location.hash = `#/runs/${r.data.id}`;
     } catch (e) { setErr(e.message); }
-  };
+  });
   return html`<${Dialog} title="Rerun" onClose=${onClose}>
     <label>Start from <select value=${step} onChange=${(e) => setStep(e.target.value)} data-testid="rerun-step">
       <option value="">the beginning</option>
@@ -311,7 +337,7 @@ function RerunDialog({ run, events, fromStep, onClose }) {
     <p><label><input type="checkbox" checked=${edit} onChange=${(e) => setEdit(e.target.checked)} data-testid="rerun-edit" /> Edit the event payload</label></p>
     ${edit && html`<${JsonEditor} label="Event data" value=${text} onInput=${setText} testid="rerun-data" />`}
     ${err && html`<div class="notice bad" data-testid="rerun-error">${err}</div>`}
-    <div class="row"><button class="primary" onClick=${submit} disabled=${edit && !!check.error} data-testid="rerun-confirm">Rerun</button>
+    <div class="row"><button class="primary" onClick=${submit} disabled=${(edit && !!check.error) || busy} data-testid="rerun-confirm">Rerun</button>
       <button onClick=${onClose}>Cancel</button></div>
   </${Dialog}>`;
 }
@@ -380,22 +406,25 @@ function SendEvent({ onSent }) {
   const [name, setName] = useState("");
   const [text, setText] = useState("{}");
   const [result, setResult] = useState(null);
+  const [busy, runBusy] = useBusy();
   const check = parseJsonObject(text);
-  const send = async (e) => {
+  const send = (e) => {
     e.preventDefault();
     if (check.error || !name.trim()) return;
-    try {
-      const r = await api("/v1/events", { method: "POST", body: { name: name.trim(), data: check.value } });
-      setResult({ text: `Sent: event ${r.ids[0]}` });
-      onSent();
-    } catch (err) { setResult({ bad: true, text: err.message }); }
+    runBusy(async () => {
+      try {
+        const r = await api("/v1/events", { method: "POST", body: { name: name.trim(), data: check.value } });
+        setResult({ text: `Sent: event ${r.ids[0]}` });
+        onSent();
+      } catch (err) { setResult({ bad: true, text: err.message }); }
+    });
   };
   return html`<form class="card" onSubmit=${send} data-testid="send-form">
     <h2 style="margin-top:0">Send an event</h2>
     <label class="field">Name <input value=${name} onInput=${(e) => setName(e.target.value)} placeholder="shop/order.created" size="40" data-testid="send-name" required /></label>
     <${JsonEditor} label="Data" value=${text} onInput=${setText} testid="send-data" />
     ${result && html`<div class=${result.bad ? "notice bad" : "notice"} data-testid="send-result">${result.text}</div>`}
-    <button class="primary" type="submit" disabled=${!!check.error || !name.trim()} data-testid="send-submit">Send</button>
+    <button class="primary" type="submit" disabled=${!!check.error || !name.trim() || busy} data-testid="send-submit">Send</button>
   </form>`;
 }
 
@@ -438,19 +467,20 @@ const FLOW_KEYS = ["concurrency", "throttle", "rateLimit", "debounce", "batchEve
 function InvokeDialog({ fn, onClose }) {
   const [text, setText] = useState("{}");
   const [err, setErr] = useState(null);
+  const [busy, runBusy] = useBusy();
   const check = parseJsonObject(text);
-  const invoke = async () => {
+  const invoke = () => runBusy(async () => {
     if (check.error) return;
     try {
       const r = await api(`/v1/functions/${encodeURIComponent(fn.id)}/invoke`, { method: "POST", body: { data: check.value } });
       onClose();
       location.hash = `#/runs/${r.data.run_id}`;
     } catch (e) { setErr(e.message); }
-  };
+  });
   return html`<${Dialog} title=${`Invoke ${fn.name}`} onClose=${onClose}>
     <${JsonEditor} label="Payload (event data)" value=${text} onInput=${setText} testid="invoke-data" />
     ${err && html`<div class="notice bad">${err}</div>`}
-    <div class="row"><button class="primary" onClick=${invoke} disabled=${!!check.error} data-testid="invoke-confirm">Invoke</button>
+    <div class="row"><button class="primary" onClick=${invoke} disabled=${!!check.error || busy} data-testid="invoke-confirm">Invoke</button>
     <button onClick=${onClose}>Cancel</button></div></${Dialog}>`;
 }
 
