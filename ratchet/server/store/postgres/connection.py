@@ -18,7 +18,9 @@ Locking, in one place:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,6 +31,7 @@ import asyncpg
 from ratchet.server.store import base, migrations
 from ratchet.server.store.postgres import queries as q
 
+log = logging.getLogger("ratchet.store")
 T = TypeVar("T")
 Conn = asyncpg.Connection
 
@@ -61,6 +64,12 @@ def lease_until(now: int, lease_ms: int) -> int:
 #: LISTEN/NOTIFY channels: new due work, and an app synced (functions changed) on some node.
 WORK_CHANNEL = "ratchet_work"
 SYNC_CHANNEL = "ratchet_sync"
+#: The LISTEN connection is checked this often (a lost connection that its socket does not report, e.g.
+#: a network drop), with this timeout; a closed one is noticed at once (asyncpg's termination listener).
+LISTEN_CHECK_EVERY_S = 10.0
+LISTEN_CHECK_TIMEOUT_S = 5.0
+#: Backoff of LISTEN reconnects: the first wait, doubling up to the last.
+LISTEN_RETRY_S, LISTEN_RETRY_MAX_S = 0.1, 5.0
 
 
 async def _no_reset(conn: Conn) -> None:
@@ -75,6 +84,9 @@ class Pool:
         self._pool: asyncpg.Pool | None = None
         self._foreground: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        self._channels: dict[str, list[Callable[[], None]]] = {}
+        self._listener_lost = asyncio.Event()  #: set when the LISTEN connection closes
+        self._watcher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         try:
@@ -92,15 +104,90 @@ class Pool:
             raise base.StoreError(f"cannot open the PostgreSQL store: {exc}") from exc
 
     async def listen(self, channel: str, callback: Callable[[], None]) -> None:
-        """Call `callback` whenever a transaction notifies `channel` (on a connection of its own)."""
+        """Call `callback` whenever a transaction notifies `channel` (on a connection of its own).
+
+        The connection is watched: when it is lost (its backend terminated, a PostgreSQL restart, a
+        network drop noticed by the periodic check) it is opened again with backoff and LISTENs on every
+        channel again, and then every callback is called once, since notices sent meanwhile were missed.
+        """
+        new_channel = channel not in self._channels
+        self._channels.setdefault(channel, []).append(callback)
         if self._listener is None:
-            self._listener = await asyncpg.connect(self.url)
-        await self._listener.add_listener(channel, lambda *_: callback())
+            self._listener = await self._connect_listener()
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_listener())
+        elif new_channel:
+            await self._listener.add_listener(channel, self._dispatch)
+
+    async def _connect_listener(self) -> asyncpg.Connection:
+        """A new LISTEN connection on every channel, which tells the watcher when it closes."""
+        conn = await asyncpg.connect(self.url, timeout=LISTEN_CHECK_TIMEOUT_S)
+        try:
+            lost = self._listener_lost
+            conn.add_termination_listener(lambda _conn: lost.set())
+            for channel in self._channels:
+                await conn.add_listener(channel, self._dispatch)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
+    def _dispatch(self, _conn: object, _pid: int, channel: str, _payload: str) -> None:
+        for callback in self._channels.get(channel, ()):
+            callback()
+
+    async def _watch_listener(self) -> None:
+        """Check the LISTEN connection (closed, or not answering a `SELECT 1` every LISTEN_CHECK_EVERY_S);
+        when it is lost, reconnect (backoff LISTEN_RETRY_S doubling up to LISTEN_RETRY_MAX_S), then call
+        every callback once."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listener_lost.wait(), LISTEN_CHECK_EVERY_S)
+            conn = self._listener
+            if conn is None:
+                return
+            if not self._listener_lost.is_set() and not conn.is_closed():
+                try:
+                    await conn.fetchval("SELECT 1", timeout=LISTEN_CHECK_TIMEOUT_S)
+                    continue
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                    log.warning("LISTEN connection not answering (%r); reconnecting", exc)
+            else:
+                log.warning("LISTEN connection lost; reconnecting")
+            conn.terminate()
+            await self._reconnect_listener()
+
+    async def _reconnect_listener(self) -> None:
+        delay = LISTEN_RETRY_S
+        attempt = 0
+        while True:
+            self._listener_lost = asyncio.Event()
+            attempt += 1
+            try:
+                self._listener = await self._connect_listener()
+                break
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                log.warning("LISTEN reconnect attempt %d failed (%r); next in %.1f s", attempt, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LISTEN_RETRY_MAX_S)
+        log.info("LISTEN connection back after %d attempt(s); catching up on missed notices", attempt)
+        for callbacks in self._channels.values():
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("a LISTEN callback failed")
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            watcher, self._watcher = self._watcher, None
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         if self._listener is not None:
             listener, self._listener = self._listener, None
-            await listener.close()
+            with contextlib.suppress(asyncpg.InterfaceError, OSError):
+                await listener.close(timeout=LISTEN_CHECK_TIMEOUT_S)
+        self._channels.clear()
         if self._foreground is not None:
             foreground, self._foreground = self._foreground, None
             await foreground.close()
