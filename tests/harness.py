@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import httpx
 
@@ -59,6 +59,28 @@ def wait_until(fn: Callable[[], T], timeout: float = 10.0, message: str = "condi
         time.sleep(interval)
 
 
+def in_ci() -> bool:
+    """Whether this is a CI run (`CI` set to anything but empty, 0, false or no, in any case): there a tier
+    that cannot run (no PostgreSQL, no node) fails instead of skipping. Every tier's fixtures ask this."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test for `reason`, or fail it on CI (`in_ci`)."""
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set: this test must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process a test starts: this one's without its `RATCHET_*` variables (a
+    developer's RATCHET_POSTGRES_URI or RATCHET_SIGNING_KEY would change what the server does), plus `env`."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("RATCHET_")}
+    return {**inherited, **(env or {})}
+
+
 def _ratchet_cmd() -> list[str]:
     script = Path(sys.executable).parent / "ratchet"
     if script.exists():
@@ -89,7 +111,7 @@ class _Process:
             log.write(f"\n=== {' '.join(args)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+                                         env=child_env(env), cwd=cwd, start_new_session=True)
 
     @property
     def alive(self) -> bool:
@@ -404,7 +426,7 @@ def ratchet(*args: str, timeout: float = 30.0, env: Mapping[str, str] | None = N
             ) -> subprocess.CompletedProcess[str]:
     """Run the `ratchet` CLI to completion and capture its output."""
     return subprocess.run([*_ratchet_cmd(), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, check=False)
+                          env=child_env(env), stdin=subprocess.DEVNULL, check=False)
 
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -135,7 +136,7 @@ async def test_reconnecting_backs_off_until_the_server_is_back(
         await admin.close()
     await until(lambda: heard["sync"] == 1, "the reconnect after three refusals")
     assert len(attempts) == 4
-    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     assert gaps[1] > gaps[0] * 1.5 and gaps[2] > gaps[1] * 1.5, gaps  # backs off
     await a.sync_app(app_record(), [fn_record()])
     await until(lambda: heard["sync"] == 2, "the sync heard on the new connection")
