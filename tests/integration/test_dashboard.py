@@ -144,3 +144,17 @@ async def test_a_session_is_refused_once_expired_forged_or_its_token_is_removed(
     assert not sessions.valid(f"{int(expiry) + 10**9}.{tid}.{sig}", tokens=[TOKEN], signing_keys=[KEY], now_ms=now)
     for junk in ("", "a.b", "x.y.z", "1.2.3.4"):
         assert not sessions.valid(junk, tokens=[TOKEN], signing_keys=[KEY], now_ms=now)
+
+
+async def test_a_stream_opened_with_a_session_ends_when_the_session_does(
+        prod: tuple[Stack, httpx.AsyncClient]) -> None:
+    _, browser = prod
+    ends_in_ms = 1_000
+    browser.cookies.set(sessions.COOKIE, sessions.issue(TOKEN, KEY, protocol.now_ms() - sessions.LIFETIME_MS + ends_in_ms))
+    started = time.monotonic()
+    # The in-process transport returns once the reply is complete: only a stream that ends returns.
+    resp = await asyncio.wait_for(browser.get("/v1/stream"), timeout=10)
+    assert resp.status_code == 200 and resp.text.startswith("retry: 2000\nevent: hello\n"), resp.text
+    assert time.monotonic() - started >= ends_in_ms / 1000 - 0.3  # it stayed open until then
+    again = await browser.get("/v1/stream")  # the browser's reconnection
+    assert again.status_code == 401, again.text

@@ -352,3 +352,18 @@ def test_bulk_cancel_of_a_status_filtered_list_leaves_the_other_runs_alone(ui: U
     (ui.dir / "gate-open").touch()
     assert harness.wait_run(ui.api, holder)["output"] == "released"
     assert harness.wait_run(ui.api, late)["output"] == "released"
+
+
+def test_a_failed_resync_says_why(ui: UI) -> None:
+    page = ui.page
+    page.goto("/#/apps")
+    app_row = page.get_by_test_id("app-row")
+    expect(app_row).to_contain_text(ui.stack.app.url)
+    ui.stack.app.stop()  # the app is down: the server cannot reach it
+    app_row.get_by_test_id("resync").click()
+    result = page.get_by_test_id("sync-result")
+    expect(result).to_contain_text(f"could not sync the app at {ui.stack.app.url}")
+    expect(result).not_to_contain_text("HTTP 502")
+    expect(result).to_have_class(re.compile(r"\bbad\b"))
+    expect(app_row.locator("td.error")).to_contain_text("could not sync the app")  # its last error, reloaded
+    ui.shot()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
+from ratchet import protocol
+from ratchet.server import sessions
 from tests import harness
-from tests.ui.conftest import APP, Browsing
+from tests.ui.conftest import APP, EXPECT_TIMEOUT_MS, Browsing
 
 pytestmark = pytest.mark.ui
 
@@ -21,32 +25,69 @@ EVENT_KEY = "ui-" + "5e" * 20
 TOKEN = "rat_ui-login-token"
 
 
-def test_production_mode_needs_a_login_with_an_api_token(browser: Any, tmp_path: Path,
-                                                         request: pytest.FixtureRequest) -> None:
-    app_dir = tmp_path / "app"
-    app_dir.mkdir()
-    server = harness.ServerProcess(tmp_path / "prod.db", tmp_path / "server.log", retry_interval=None,
-                                   command="start", extra_args=["--signing-key", KEY, "--event-key", EVENT_KEY,
-                                                                "--api-token", TOKEN, "--host", "127.0.0.1"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
-    env.update({"INNGEST_SIGNING_KEY": KEY, "INNGEST_EVENT_KEY": EVENT_KEY, "PYTHONUNBUFFERED": "1",
-                "INNGEST_API_BASE_URL": server.url, "INNGEST_EVENT_API_BASE_URL": server.url,
-                "UI_DIR": str(app_dir)})
-    app = harness.AppProcess(APP, tmp_path / "app.log", env=env)
+class Production:
+    """`ratchet start` with keys and an API token, and the UI app synced to it, for one test."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        app_dir = tmp_path / "app"
+        app_dir.mkdir()
+        self.server = harness.ServerProcess(
+            tmp_path / "prod.db", tmp_path / "server.log", retry_interval=None, command="start",
+            extra_args=["--signing-key", KEY, "--event-key", EVENT_KEY, "--api-token", TOKEN, "--host", "127.0.0.1"])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INNGEST_")}
+        env.update({"INNGEST_SIGNING_KEY": KEY, "INNGEST_EVENT_KEY": EVENT_KEY, "PYTHONUNBUFFERED": "1",
+                    "INNGEST_API_BASE_URL": self.server.url, "INNGEST_EVENT_API_BASE_URL": self.server.url,
+                    "UI_DIR": str(app_dir)})
+        self.app = harness.AppProcess(APP, tmp_path / "app.log", env=env)
+        self.api = harness.Api(self.server.url, token=TOKEN)
+
+    def start(self) -> None:
+        self.server.app_urls = [self.app.url]
+        self.app.launch()  # side by side; the server syncs the app once it answers
+        self.server.launch()
+        self.app.wait_ready()
+        self.server.wait_ready()
+        harness.wait_synced(self.api, ["ui-hello"])
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.app.stop()
+
+
+@contextlib.contextmanager
+def production(browser: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Production, Browsing]]:
+    prod = Production(tmp_path)
     browsing: Browsing | None = None
     try:
-        server.app_urls = [app.url]
-        app.launch()  # side by side; the server syncs the app once it answers
-        server.launch()
-        app.wait_ready()
-        server.wait_ready()
-        api = harness.Api(server.url, token=TOKEN)
-        harness.wait_synced(api, ["ui-hello"])
+        prod.start()
+        browsing = Browsing(browser, prod.server.url, request.node.name)
+        yield prod, browsing
+        assert not browsing.page_errors, browsing.page_errors
+    except BaseException:
+        if browsing is not None:
+            browsing.save_failure()
+        raise
+    finally:
+        if browsing is not None:
+            browsing.close()
+        prod.stop()
+
+
+def session_cookie(url: str, expires_in_ms: int) -> dict[str, Any]:
+    """A login session (as `POST /login` issues) that ends `expires_in_ms` from now (negative: ended)."""
+    issued = protocol.now_ms() - sessions.LIFETIME_MS + expires_in_ms
+    return {"name": sessions.COOKIE, "value": sessions.issue(TOKEN, KEY, issued), "url": url, "httpOnly": True,
+            "sameSite": "Strict"}
+
+
+def test_production_mode_needs_a_login_with_an_api_token(browser: Any, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    with production(browser, tmp_path, request) as (prod, browsing):
+        api = prod.api
         (event_id,) = api.send({"name": "ui/hello", "data": {"who": "prod"}}, key=EVENT_KEY)
         (run_id,) = harness.wait_runs_for_event(api, event_id)
         harness.wait_run(api, run_id)
 
-        browsing = Browsing(browser, server.url, request.node.name)
         page = browsing.page
         page.goto("/")
         expect(page).to_have_url(re.compile(r"/login$"))  # no session: the dashboard sends you to log in
@@ -84,13 +125,32 @@ def test_production_mode_needs_a_login_with_an_api_token(browser: Any, tmp_path:
         page.goto("/")
         expect(page).to_have_url(re.compile(r"/login$"))  # logged out for good
         browsing.shot()
-        assert not browsing.page_errors, browsing.page_errors
-    except BaseException:
-        if browsing is not None:
-            browsing.save_failure()
-        raise
-    finally:
-        if browsing is not None:
-            browsing.close()
-        server.stop()
-        app.stop()
+
+
+#: How long the session of the expiry test lasts once set: time to load the page and see it live first.
+SHORT_SESSION_MS = 8_000
+
+
+def test_an_expired_session_sends_the_page_to_the_login(browser: Any, tmp_path: Path,
+                                                        request: pytest.FixtureRequest) -> None:
+    with production(browser, tmp_path, request) as (prod, browsing):
+        page = browsing.page
+        # A page left open while its session ends: the stream ends with it, its reconnection gets a 401,
+        # and the page goes to the login instead of showing "reconnecting" for ever.
+        browsing.context.add_cookies([session_cookie(prod.server.url, SHORT_SESSION_MS)])
+        page.goto("/#/functions")
+        expect(page.get_by_test_id("function-row").first).to_be_visible()
+        expect(page.get_by_test_id("live")).to_have_text("live")
+        assert page.url.endswith("/#/functions"), page.url  # logged in: the session has not ended yet
+        browsing.shot()
+        expect(page).to_have_url(re.compile(r"/login$"), timeout=SHORT_SESSION_MS + EXPECT_TIMEOUT_MS)
+        browsing.shot()
+
+        # A request the page makes with an ended session (401) also goes to the login.
+        browsing.context.add_cookies([session_cookie(prod.server.url, 3_600_000)])
+        page.goto("/#/runs")
+        expect(page.get_by_test_id("live")).to_have_text("live")
+        browsing.context.add_cookies([session_cookie(prod.server.url, -1_000)])  # replaces it: ended
+        page.get_by_role("link", name="Functions").click()
+        expect(page).to_have_url(re.compile(r"/login$"))
+        browsing.shot()

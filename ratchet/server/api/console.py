@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ratchet import protocol
+from ratchet.server import auth, sessions
 from ratchet.server.api import error, json_response, services
 from ratchet.server.engine import lifecycle
 
@@ -47,16 +48,30 @@ async def invoke_function(request: Request) -> Response:
     return json_response({"data": {"run_id": run_ids[0]}}, 201)
 
 
+def _session_over(request: Request) -> Callable[[], bool]:
+    """Whether the login session that opened this request has ended since (expired). Always false for a
+    request with an API token, or in dev mode. (The middleware let the request in, so it was valid then.)"""
+    cfg = services(request).cfg
+    if cfg.kind != "cloud" or auth.token_ok(request.headers, cfg.api_tokens):
+        return lambda: False
+    cookie = request.cookies.get(sessions.COOKIE)
+    return lambda: not sessions.valid(cookie, tokens=cfg.api_tokens, signing_keys=cfg.signing_keys,
+                                      now_ms=protocol.now_ms())
+
+
 async def stream(request: Request) -> Response:
     """`GET /v1/stream`: server-sent events; `event: change` whenever the store was written (at most four
-    times a second), so a page refetches what it shows. Works across nodes on PostgreSQL."""
+    times a second), so a page refetches what it shows. Works across nodes on PostgreSQL. A stream opened
+    with a login session ends when the session does: the browser reconnects, gets a 401, and the
+    dashboard goes to its login page instead of showing changes to someone logged out."""
     store = services(request).store
+    session_over = _session_over(request)
 
     async def events() -> AsyncIterator[bytes]:
         yield b"retry: 2000\nevent: hello\ndata: {}\n\n"
         last: Any = await store.change_marker()
         quiet = 0.0
-        while not await request.is_disconnected():
+        while not await request.is_disconnected() and not session_over():
             await asyncio.sleep(POLL_S)  # a poll of a cheap marker (see change_marker)
             marker = await store.change_marker()
             if marker != last:

@@ -18,8 +18,24 @@ async function api(path, { method = "GET", body } = {}) {
   const text = await resp.text();
   let value = null;
   try { value = text ? JSON.parse(text) : null; } catch { value = { error: text }; }
-  if (!resp.ok) throw new ApiError(resp.status, (value && value.error) || `HTTP ${resp.status}`);
+  if (!resp.ok) throw new ApiError(resp.status, errorText(value) || `HTTP ${resp.status}`);
   return value;
+}
+
+// Why a request was refused: the reply's `error`, or the errors of its results (`{"data": [{ok, error}]}`).
+function errorText(value) {
+  if (!value || typeof value !== "object") return null;
+  if (typeof value.error === "string" && value.error) return value.error;
+  const failed = Array.isArray(value.data) ? value.data.filter((r) => r && typeof r.error === "string") : [];
+  return failed.length ? failed.map((r) => r.error).join("; ") : null;
+}
+
+// An EventSource refused with 401 cannot say so (it only errors): ask the API whether the login is gone.
+async function loggedOut() {
+  try {
+    const resp = await fetch("/v1/info", { headers: { accept: "application/json" }, credentials: "same-origin" });
+    return resp.status === 401;
+  } catch { return false; } // the server is unreachable: not a reason to log in again
 }
 
 const qs = (params) => {
@@ -44,9 +60,12 @@ function startLive() {
     set("live");
   });
   es.addEventListener("change", changed);
-  es.onerror = () => {
+  es.onerror = async () => {
     set("reconnecting");
-    if (es.readyState === EventSource.CLOSED) setTimeout(startLive, 3000); // the browser gave up: start over
+    if (es.readyState !== EventSource.CLOSED) return; // the browser retries by itself
+    // It gave up (a reply other than a stream, such as 401 once the session expired): log in, or start over.
+    if (await loggedOut()) location.href = "/login";
+    else setTimeout(startLive, 3000);
   };
 }
 
