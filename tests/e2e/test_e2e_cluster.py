@@ -2,8 +2,9 @@
 function under two concurrency limits (2 steps in flight per user, 5 per organisation of 5 users), and
 a `kill -9` of one node mid-way.
 
-Checks that every run completes, that each step is recorded once (in the database and in the API) with
-the result of one real execution, and that the app never saw more step bodies in flight than the limits
+Checks that every run completes, that each step is recorded once and never rewritten (a test-only trigger
+logs every committed write to `steps`) with the result of one real execution (each returns a unique token;
+the first execution's unless its reply died with the node), and that the app never saw more step bodies in flight than the limits
 allow, per user or per organisation, including around the takeover of the dead node's calls.
 
 Why a step may run twice but never overlap: a call the dead node had in flight still runs to its end in
@@ -95,6 +96,9 @@ class Db:
     def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         return self._runner.run(self._conn.fetch(sql, *args))
 
+    def execute(self, sql: str) -> None:
+        self._runner.run(self._conn.execute(sql))
+
     def fetchval(self, sql: str, *args: Any) -> Any:
         return self._runner.run(self._conn.fetchval(sql, *args))
 
@@ -103,6 +107,31 @@ class Db:
             self._runner.run(self._conn.close())
         finally:
             self._runner.close()
+
+
+#: Test-only: a log of the committed writes to `steps` (BEFORE INSERT fires for every attempt, also those ON
+#: CONFLICT DO NOTHING skips; AFTER INSERT only for rows inserted; any UPDATE or DELETE is logged too).
+STEP_WRITES_LOG = """
+CREATE TABLE step_writes (id BIGSERIAL PRIMARY KEY, run_id TEXT, hash TEXT, op TEXT NOT NULL, memo TEXT);
+CREATE FUNCTION log_step_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO step_writes (run_id, hash, op, memo) VALUES (OLD.run_id, OLD.hash, TG_WHEN || ' DELETE', OLD.memo);
+        RETURN OLD;
+    END IF;
+    INSERT INTO step_writes (run_id, hash, op, memo) VALUES (NEW.run_id, NEW.hash, TG_WHEN || ' ' || TG_OP, NEW.memo);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER step_write_attempts BEFORE INSERT OR UPDATE OR DELETE ON steps
+    FOR EACH ROW EXECUTE FUNCTION log_step_write();
+CREATE TRIGGER step_writes_done AFTER INSERT OR UPDATE OR DELETE ON steps
+    FOR EACH ROW EXECUTE FUNCTION log_step_write();
+"""
+
+
+def again_keys(executed: dict[tuple[str, str], list[Any]]) -> set[tuple[str, str]]:
+    """The (run, step) pairs whose body ran more than once."""
+    return {k for k, v in executed.items() if len(v) > 1}
 
 
 def node_id(server: harness.ServerProcess) -> str:
@@ -140,6 +169,7 @@ def test_two_nodes_one_killed_mid_load(tmp_path: Path, cluster_db: str) -> None:
         owner_a, owner_b = node_id(a), node_id(b)
         assert owner_a != owner_b
         db = Db(cluster_db)
+        db.execute(STEP_WRITES_LOG)  # the nodes migrated the database at start; no step written yet
         started = time.monotonic()
 
         # 1,000 events in batches of 100, half to each node, both nodes at once
@@ -198,9 +228,26 @@ def test_two_nodes_one_killed_mid_load(tmp_path: Path, cluster_db: str) -> None:
         assert sorted(e for e, _ in pairs) == sorted(event_ids)
         assert {r for _, r in pairs} == {r["id"] for r in runs}
 
-        # 2. each step recorded once: in the steps table and the run's stack ...
-        dup = db.fetch("SELECT run_id, hash, count(*) FROM steps GROUP BY run_id, hash HAVING count(*) > 1")
-        assert not dup, dup
+        # 2. each step recorded once: written once and never rewritten (the trigger's log of committed
+        # writes: one INSERT per step, no UPDATE or DELETE; an INSERT that found the row, ON CONFLICT DO
+        # NOTHING, left it alone and comes from a step that really ran twice) ...
+        writes = db.fetch("SELECT run_id, hash, op, memo FROM step_writes ORDER BY id")
+        ops = Counter(op for _, _, op, _ in writes)
+        assert set(ops) <= {"BEFORE INSERT", "AFTER INSERT"}, ops  # no UPDATE or DELETE of a step, ever
+        attempts: dict[tuple[str, str], list[str]] = defaultdict(list)
+        inserted: Counter[tuple[str, str]] = Counter()
+        for run_id, hash_, op, memo in writes:
+            if op == "BEFORE INSERT":
+                attempts[(run_id, hash_)].append(memo)
+            else:
+                inserted[(run_id, hash_)] += 1
+        recorded = {(r[0], r[1]): (r[2], r[3]) for r in db.fetch("SELECT run_id, hash, name, memo FROM steps")}
+        assert len(recorded) == N_RUNS * len(STEPS)
+        assert set(inserted) == set(recorded) and set(inserted.values()) == {1}, "a step row inserted twice"
+        assert set(attempts) == set(recorded)
+        for key, (_, memo) in recorded.items():
+            assert memo == attempts[key][0], (key, memo, attempts[key])  # the first result written stayed
+        conflicts = [(k[0], recorded[k][0]) for k, memos in attempts.items() if len(memos) > 1]
         rows = db.fetch("SELECT s.run_id, array_agg(s.name ORDER BY s.seq), array_agg(s.seq ORDER BY s.seq), "
                         "array_agg(s.hash ORDER BY s.seq), r.stack FROM steps s JOIN runs r ON r.id = s.run_id "
                         "GROUP BY s.run_id, r.stack")
@@ -215,14 +262,25 @@ def test_two_nodes_one_killed_mid_load(tmp_path: Path, cluster_db: str) -> None:
             executed[(run_id, step_id)].append((token, t_start, t_end))
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             full_runs = list(pool.map(api_b.run, [r["id"] for r in runs]))
+        recorded_tokens = {(run_id, name): orjson.loads(memo)["data"]
+                           for (run_id, _), (name, memo) in recorded.items()}
         for run in full_runs:
             assert [s["id"] for s in run["steps"]] == STEPS, run
             assert all(s["status"] == "completed" for s in run["steps"]), run
             outputs = {s["id"]: s["output"] for s in run["steps"]}
             assert run["output"] == outputs, run
             for step_id, token in outputs.items():
-                assert token in {t for t, _, _ in executed[(run["id"], step_id)]}, (run["id"], step_id, token)
+                assert token == recorded_tokens[(run["id"], step_id)], (run["id"], step_id, token)
+                tokens = [t for t, _, _ in sorted(executed[(run["id"], step_id)], key=lambda e: e[1])]
+                # Tokens are unique per execution: the output is one real execution's, and the first one's
+                # unless an earlier execution's reply was lost with the dead node (checked below).
+                assert token in tokens, (run["id"], step_id, token, tokens)
+                if token != tokens[0]:
+                    assert (run["id"], step_id) in again_keys(executed), (run["id"], step_id, token, tokens)
         assert set(executed) == {(r["id"], s) for r in runs for s in STEPS}
+        # A second write of a recorded step (left alone) comes from a second real execution of it.
+        for run_id, step_name in conflicts:
+            assert len(executed[(run_id, step_name)]) > 1, (run_id, step_name)
 
         # 3. the limits held where the steps ran, per user and per organisation
         assert stats["limits"] == {"user": USER_LIMIT, "org": ORG_LIMIT}
@@ -249,7 +307,7 @@ def test_two_nodes_one_killed_mid_load(tmp_path: Path, cluster_db: str) -> None:
               f"first send (test {time.monotonic() - t0:.1f} s); node a killed at {completed_at_kill} completed "
               f"runs holding {len(orphaned)} items ({dict(Counter(row['kind'] for row in orphaned))}), taken over "
               f"in {takeover_s:.1f} s; {len(stats['executions'])} step executions, "
-              f"{sum(len(v) - 1 for v in again.values())} re-executed; max in flight: per user "
+              f"{sum(len(v) - 1 for v in again.values())} re-executed, {len(conflicts)} second writes left alone; max in flight: per user "
               f"{max(users.values())}/{USER_LIMIT}, per org {max(orgs.values())}/{ORG_LIMIT}, overall {peaks['all']}")
     finally:
         if db is not None:
