@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator
 
@@ -171,3 +172,108 @@ async def test_the_heartbeat_does_not_wait_for_a_locked_item(two: tuple[base.Sto
     assert await a.extend_leases("node-a", NOW + 2 * LEASE) == 1  # the one that was locked
     assert await a.claim_due(NOW + LEASE, 10, "node-b", LEASE) == []  # both renewed
     assert second.run_id in {"r1", "r2"}
+
+
+# Flow control decided at ingest, with both nodes accepting events for the same key at the same time: each
+# key's state must come out as if the events had arrived one by one (no lost event, no second timer, no
+# second run).
+
+RACERS = 40
+
+
+def flow_run(i: int, flow: base.RunFlow | None, key: str | None = None) -> base.NewRun:
+    return base.NewRun(id=f"r{i:02}", function_slug="app-f", app_id="app-1", event_ids=(f"ev{i:02}",),
+                       idempotency_key=key, due_at=NOW, flow=flow)
+
+
+async def race_ingest(two: tuple[base.Store, base.Store], runs: list[base.NewRun], now: int = NOW) -> list[str]:
+    """Ingest each run with its own event, alternating between the two stores, all at once; the runs created."""
+    created = await asyncio.gather(*((two[i % 2]).ingest([event(run.event_ids[0])], [run], now)
+                                     for i, run in enumerate(runs)))
+    return [run_id for ids in created for run_id in ids]
+
+
+async def queue_rows(store: base.Store, kind: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(store.url)  # type: ignore[attr-defined]
+    try:
+        return await conn.fetch("SELECT run_id, due_at FROM queue WHERE kind = $1", kind)
+    finally:
+        await conn.close()
+
+
+async def test_a_debounce_holds_one_event_and_one_timer_across_nodes_ingesting_at_once(
+        two: tuple[base.Store, base.Store]) -> None:
+    a, b = two
+    flow = base.RunFlow(debounce=("d", 1000, None))
+    assert await race_ingest(two, [flow_run(i, flow) for i in range(RACERS)]) == []  # no run yet
+    pending = await a.get_pending(base.ItemKind.DEBOUNCE, "d")
+    assert pending is not None and pending.fire_at == NOW + 1000
+    assert len(pending.event_ids) == 1 and pending.event_ids[0] in {f"ev{i:02}" for i in range(RACERS)}
+    assert [tuple(r) for r in await queue_rows(a, base.ItemKind.DEBOUNCE)] == [("debounce:d", NOW + 1000)]
+    # Both nodes' timers race: the run starts once.
+    claims = await asyncio.gather(a.claim_due(NOW + 1000, 10, "node-a", LEASE),
+                                  b.claim_due(NOW + 1000, 10, "node-b", LEASE))
+    (item, owner), = [(i, name) for claim, name in zip(claims, ("node-a", "node-b"), strict=True) for i in claim]
+    run = base.NewRun(id="debounced", function_slug="app-f", app_id="app-1", event_ids=pending.event_ids,
+                      idempotency_key=None, due_at=NOW + 1000)
+    fired = await asyncio.gather(a.fire_pending(item, owner, pending, run, NOW + 1000),
+                                 b.fire_pending(item, owner, pending, run, NOW + 1000), return_exceptions=True)
+    assert fired.count(True) == 1, fired
+    assert (await a.get_run("debounced")) is not None
+    assert await a.get_pending(base.ItemKind.DEBOUNCE, "d") is None
+    assert await queue_rows(a, base.ItemKind.DEBOUNCE) == []
+
+
+async def test_a_batch_keeps_every_event_once_across_nodes_ingesting_at_once(
+        two: tuple[base.Store, base.Store]) -> None:
+    a, _ = two
+    n, size = 95, 10
+    flow = base.RunFlow(batch=("b", size, 60_000))
+    created = await asyncio.gather(*((two[i % 2]).ingest([event(f"ev{i:02}")], [flow_run(i, flow)], NOW)
+                                     for i in range(n)))
+    started = [run_id for ids in created for run_id in ids]
+    assert len(started) == n // size  # each full batch started one run
+    runs = [await a.get_run(run_id) for run_id in started]
+    assert all(r is not None and len(r.event_ids) == size for r in runs), runs
+    batched = [eid for r in runs if r is not None for eid in r.event_ids]
+    pending = await a.get_pending(base.ItemKind.BATCH, "b")
+    assert pending is not None and len(pending.event_ids) == n % size
+    every = batched + list(pending.event_ids)
+    assert sorted(every) == [f"ev{i:02}" for i in range(n)]  # every event exactly once, none lost
+    assert len(await queue_rows(a, base.ItemKind.BATCH)) == 1  # the open batch's one timer
+
+
+async def test_a_singleton_skips_all_but_one_run_across_nodes_ingesting_at_once(
+        two: tuple[base.Store, base.Store]) -> None:
+    a, _ = two
+    flow = base.RunFlow(singleton=("s", "skip"))
+    await race_ingest(two, [flow_run(i, flow) for i in range(RACERS)])
+    statuses = [(await a.get_run(f"r{i:02}")).status for i in range(RACERS)]  # type: ignore[union-attr]
+    assert statuses.count(protocol.RunStatus.QUEUED) == 1, statuses
+    assert statuses.count(protocol.RunStatus.SKIPPED) == RACERS - 1, statuses
+
+
+async def test_a_cancelling_singleton_leaves_one_live_run_across_nodes_ingesting_at_once(
+        two: tuple[base.Store, base.Store]) -> None:
+    a, _ = two
+    flow = base.RunFlow(singleton=("s", "cancel"))
+    await race_ingest(two, [flow_run(i, flow) for i in range(RACERS)])
+    statuses = [(await a.get_run(f"r{i:02}")).status for i in range(RACERS)]  # type: ignore[union-attr]
+    assert statuses.count(protocol.RunStatus.QUEUED) == 1, statuses
+    assert statuses.count(protocol.RunStatus.CANCELLED) == RACERS - 1, statuses
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["one-statement-ingest", "general-ingest"])
+async def test_an_idempotency_key_starts_one_run_across_nodes_ingesting_at_once(
+        two: tuple[base.Store, base.Store], plain: bool) -> None:
+    a, _ = two
+    # A rate limit that admits everything sends the runs down the general ingest path.
+    flow = None if plain else base.RunFlow(rate_limit=("roomy", 1000, 60_000))
+    created = await race_ingest(two, [flow_run(i, flow, key="f\x00same") for i in range(RACERS)])
+    assert len(created) == 1, created
+    runs = [await a.get_run(f"r{i:02}") for i in range(RACERS)]
+    assert [r.id for r in runs if r is not None] == created
+    # Once the key has expired, racing nodes again start exactly one run with it.
+    day = 24 * 3600 * 1000
+    later = [dataclasses.replace(flow_run(i, flow, key="f\x00same"), id=f"x{i:02}") for i in range(RACERS)]
+    assert len(await race_ingest(two, later, NOW + day)) == 1
