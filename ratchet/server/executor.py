@@ -237,10 +237,23 @@ class Executor:
             except Exception:
                 # The run still fails (without its lifecycle events) rather than hanging for ever.
                 log.exception("could not load run %s to emit its failure", item.run_id)
+        if item.kind == base.ItemKind.CRON:
+            await self._queue_next_tick(item, now)
         applied = await self._store.apply(item, self.owner, commands, now, self._lease_ms,
                                           dead_letter=base.GiveUp(reason, failures))
         if applied.enqueued_future:
             self._notify()
+
+    async def _queue_next_tick(self, item: base.QueueItem, now: int) -> None:
+        """A dead-lettered cron tick loses its run, not its schedule: queue the next tick, before the dead
+        letter (a crash in between hands the tick back, never leaves the schedule without one)."""
+        try:
+            _, next_item = cron.tick(item.payload or {}, fired_at=item.due_at, now=now, rand=self._rand.random())
+            await self._store.ingest([], [], now, items=[next_item])
+            self._notify()
+        except Exception:
+            log.exception("could not queue the tick after dead-lettered cron item %s: the schedule stops until "
+                          "its app is synced again", item.id)
 
     async def _run_timeout(self, item: base.QueueItem, now: int) -> None:
         """`timeouts.start`: cancel a run that has not started; `timeouts.finish`: one that has not ended."""

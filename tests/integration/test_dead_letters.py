@@ -13,6 +13,7 @@ import pytest
 
 import ratchet
 from ratchet import protocol
+from ratchet.server import ingest
 from ratchet.server.engine import retry, steps
 from ratchet.server.store import open_store_async
 from tests.integration import inprocess
@@ -132,3 +133,51 @@ async def test_a_clean_stop_hands_calls_in_flight_back_without_counting_a_failur
         assert item.failures == 0 and item.failure is None  # handed back at once, not counted
     finally:
         await store.close()
+
+
+@pytest.mark.stores("sqlite")  # makes the tick due by writing the SQLite store's queue directly
+async def test_a_dead_lettered_cron_tick_queues_the_next_one(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = ingest.Ingestor.new_run
+    attempts: list[int] = []
+
+    def new_run(self: ingest.Ingestor, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if fn.slug == "inproc-ticker" and len(attempts) < retry.MAX_ITEM_FAILURES:
+            attempts.append(protocol.now_ms())
+            raise RuntimeError("cannot start this tick's run")
+        return real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ingest.Ingestor, "new_run", new_run)
+
+    @stack.client.function(id="ticker", trigger=ratchet.on_cron("0 * * * *"))
+    async def ticker(ctx: ratchet.Context) -> str:
+        return "ticked"
+
+    await stack.sync([ticker])
+    db = stack.server.state.services.store._db  # white-box: the SQLite store's connection
+
+    def ticks() -> list[int]:
+        return [due for (due,) in db.execute("SELECT due_at FROM queue WHERE kind = 'cron' AND run_id = ?",
+                                             ("cron:inproc-ticker",))]
+
+    (first,) = ticks()
+    db.execute("UPDATE queue SET due_at = ? WHERE kind = 'cron'", (protocol.now_ms(),))  # due now, not in an hour
+    stack.server.state.services.scheduler.notify()
+    deadline = time.monotonic() + 15
+    while not (letters := await dead_letters(stack)):
+        assert time.monotonic() < deadline, "the failing tick was not dead-lettered"
+        await asyncio.sleep(0.02)
+    (letter,) = letters
+    assert (letter["kind"], letter["failures"]) == ("cron", retry.MAX_ITEM_FAILURES)
+    assert "cannot start this tick's run" in letter["reason"]
+    assert len(attempts) == retry.MAX_ITEM_FAILURES
+    # The schedule goes on: its next tick is queued (the next full hour), and it fires.
+    (following,) = ticks()
+    assert following >= first and following % 3_600_000 == 0
+    db.execute("UPDATE queue SET due_at = ? WHERE kind = 'cron'", (protocol.now_ms(),))
+    stack.server.state.services.scheduler.notify()
+    deadline = time.monotonic() + 10
+    while not (runs := (await stack.api.get("/v1/runs", params={"function_id": "inproc-ticker"})).json()["data"]) \
+            or runs[0]["status"] != "COMPLETED":
+        assert time.monotonic() < deadline, runs
+        await asyncio.sleep(0.02)
+    assert runs[0]["output"] == "ticked"
