@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from ratchet import protocol
 from ratchet.server import ids
-from ratchet.server.store import base
+from ratchet.server.store import base, open_store
 
 NOW = 1_700_000_000_000
 OWNER = "node-a"
@@ -813,6 +815,49 @@ async def test_purge_deletes_old_ended_runs_and_unneeded_events_only(store: base
     assert await store.get_event("live") is not None
     assert await store.get_event("old") is None and await store.get_event("lone") is None
     assert running_item.run_id == "running"
+
+
+async def test_purge_works_through_a_backlog_in_batches(store: base.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "PURGE_BATCH", 3)  # 10 ended runs: batches of 3, 3, 3 and 1
+    await store.sync_app(app_record(), [fn_record()])
+    await store.ingest([event(f"ev{i}") for i in range(10)] + [event("live"), event("lone1"), event("lone2")],
+                       [new_run(f"done{i}", f"ev{i}") for i in range(10)] + [new_run("running", "live")], NOW)
+    save = base.SaveStep("h1", "s", "StepRun", base.StepStatus.COMPLETED, {"data": 1}, NOW, NOW)
+    for item in await store.claim_due(NOW, 20, OWNER, LEASE):
+        if item.run_id != "running":
+            await store.apply(item, OWNER, [save, base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW, LEASE)
+    assert await store.purge(NOW + 1, NOW + 1) == 10 + 10 + 2  # the runs, their events, the lone events
+    for i in range(10):
+        assert await store.get_run(f"done{i}") is None and await store.get_steps(f"done{i}") == []
+        assert await store.get_event(f"ev{i}") is None
+    assert await store.get_run("running") is not None and await store.get_event("live") is not None
+    assert await store.purge(NOW + 1, NOW + 1) == 0
+
+
+async def test_purge_lets_other_writes_in_between_its_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQLite has one writer: a purge of a large backlog in one transaction held every other write back.
+    monkeypatch.setattr(base, "PURGE_BATCH", 2)
+    store = open_store(f"sqlite:///{tmp_path / 'ratchet.db'}")
+    try:
+        await store.ingest([event(f"ev{i}") for i in range(20)], [new_run(f"r{i}", f"ev{i}") for i in range(20)], NOW)
+        for item in await store.claim_due(NOW, 20, OWNER, LEASE):
+            await store.apply(item, OWNER, [base.FinishRun(protocol.RunStatus.COMPLETED, 1)], NOW, LEASE)
+        purge = asyncio.get_running_loop().create_task(store.purge(NOW + 1, NOW + 1))
+        await asyncio.sleep(0)  # the purge has started its first batch
+        await store.ingest([event("meanwhile")], [new_run("meanwhile", "meanwhile")], NOW + 1)
+        assert not purge.done()
+        left = await store.count_runs()
+        assert 1 < left <= 19, left  # the send committed while ended runs were still waiting for their batch
+        assert await purge == 40
+        assert [r.id for r in await store.list_runs(limit=10)] == ["meanwhile"]
+        plan = " ".join(str(r[-1]) for r in store._db.execute(  # type: ignore[attr-defined]
+            "EXPLAIN QUERY PLAN SELECT id FROM runs WHERE ended_at < 5 AND status NOT IN ('QUEUED', 'RUNNING')"))
+        assert "runs_ended" in plan, plan
+        plan = " ".join(str(r[-1]) for r in store._db.execute(  # type: ignore[attr-defined]
+            "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE received_at < 5"))
+        assert "events_received" in plan, plan
+    finally:
+        await store.close()
 
 
 async def test_claiming_ahead_of_time_starts_runs_at_now_not_at_the_due_time(store: base.Store) -> None:

@@ -132,6 +132,9 @@ class QueueItem:
     failure: str | None = None
 
 
+#: Runs (then events) `Store.purge` deletes per transaction.
+PURGE_BATCH = 1000
+
 #: Why an item whose lease ran out is handled again (the node holding it died or hung).
 LEASE_EXPIRED = "its lease ran out before it was handled (the node holding it stopped or hung)"
 
@@ -525,7 +528,12 @@ class Store(Protocol):
     async def purge(self, before: int, now: int) -> int:
         """Retention: delete runs that ended before `before` (with their steps), events received before
         it that no live run, debounce or batch still needs, and expired keys and flow state. Returns
-        how many runs and events went."""
+        how many runs and events went.
+
+        Unlike the other methods, not one transaction: runs, then events, go in batches of
+        `PURGE_BATCH`, each committed on its own, so a large backlog never holds the writer (SQLite) or
+        its locks (PostgreSQL) for long. Each batch is whole (a run goes with its steps), and a purge
+        stopped half-way leaves nothing the next one cannot finish."""
         ...
 
     async def applied_migrations(self) -> list[str]:

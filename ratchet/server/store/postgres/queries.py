@@ -268,15 +268,20 @@ APPLY = ("SELECT o_outcome, o_leased, o_index, o_future "
 
 APPLIED_MIGRATIONS = "SELECT name FROM schema_migrations ORDER BY version"
 
-# Retention (`purge`): runs that ended before the cutoff go with their steps; events go once nothing live
-# needs them (a run not ended, an open debounce or batch).
-_ENDED_BEFORE = "SELECT id FROM runs WHERE ended_at < $1 AND status NOT IN ('QUEUED', 'RUNNING')"
-PURGE_RUN_STEPS = f"DELETE FROM steps WHERE run_id IN ({_ENDED_BEFORE})"
-PURGE_RUN_EVENTS = f"DELETE FROM run_events WHERE run_id IN ({_ENDED_BEFORE})"
-PURGE_RUNS = "DELETE FROM runs WHERE ended_at < $1 AND status NOT IN ('QUEUED', 'RUNNING')"
-PURGE_EVENTS = ("DELETE FROM events WHERE received_at < $1 AND internal_id NOT IN (SELECT event_id FROM run_events) "
-                "AND internal_id NOT IN (SELECT event_id FROM debounces) "
-                "AND internal_id <> ALL($2::text[])")
+# Retention (`purge`), in batches of `base.PURGE_BATCH` (a transaction each): runs that ended before the
+# cutoff ($1) go with their steps; events go once nothing live needs them (a run not ended, an open debounce
+# or batch). Served by the indexes runs_ended and events_received (migration 0007). Runs another
+# transaction holds are left for the next pass.
+PURGE_RUN_IDS = ("SELECT id FROM runs WHERE ended_at < $1 AND status NOT IN ('QUEUED', 'RUNNING') "
+                 "LIMIT $2 FOR UPDATE SKIP LOCKED")
+PURGE_RUN_STEPS = "DELETE FROM steps WHERE run_id = ANY($1::text[])"
+PURGE_RUN_EVENTS = "DELETE FROM run_events WHERE run_id = ANY($1::text[])"
+PURGE_RUNS = "DELETE FROM runs WHERE id = ANY($1::text[])"
+#: Events received before $1 that no run, debounce or open batch ($2: the batches' event ids) needs; $3 at most.
+PURGE_EVENTS = ("DELETE FROM events WHERE seq IN (SELECT seq FROM events e WHERE received_at < $1 "
+                "AND NOT EXISTS (SELECT 1 FROM run_events r WHERE r.event_id = e.internal_id) "
+                "AND NOT EXISTS (SELECT 1 FROM debounces d WHERE d.event_id = e.internal_id) "
+                "AND internal_id <> ALL($2::text[]) LIMIT $3)")
 BATCH_EVENT_IDS = "SELECT event_ids FROM batches"
 PURGE_RUN_KEYS = "DELETE FROM run_keys WHERE expires_at < $1"
 PURGE_FLOW_STATE = "DELETE FROM flow_state WHERE expires_at < $1"

@@ -40,6 +40,7 @@ CREATE TABLE events (
 );
 CREATE INDEX events_internal ON events(internal_id);
 CREATE INDEX events_name ON events(name, seq);
+CREATE INDEX events_received ON events(received_at);
 -- Searching runs by text in their events' data (ILIKE '%text%') goes through this trigram index.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 CREATE INDEX events_data_trgm ON events USING gin (data gin_trgm_ops);
@@ -74,6 +75,7 @@ CREATE INDEX runs_app ON runs(app_id, id);
 CREATE INDEX runs_singleton ON runs(singleton_key, status) WHERE singleton_key IS NOT NULL;
 CREATE INDEX runs_rerun_of ON runs(rerun_of) WHERE rerun_of IS NOT NULL;
 CREATE INDEX runs_invoked_by ON runs(invoked_by) WHERE invoked_by IS NOT NULL;
+CREATE INDEX runs_ended ON runs(ended_at) WHERE ended_at IS NOT NULL;
 
 -- Which runs an event started (an event may start many, a batch run has many events).
 CREATE TABLE run_events (

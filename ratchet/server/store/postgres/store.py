@@ -271,18 +271,31 @@ class PostgresStore(FlowMixin, RunsMixin):
         await self._pool.listen(SYNC_CHANNEL, on_sync)
 
     async def purge(self, before: int, now: int) -> int:
-        async def body(conn: Conn) -> int:
-            await conn.execute(q.PURGE_RUN_STEPS, before)
-            await conn.execute(q.PURGE_RUN_EVENTS, before)
-            runs = int((await conn.execute(q.PURGE_RUNS, before)).split()[-1])
+        async def runs_batch(conn: Conn) -> int:
+            ids = [r[0] for r in await conn.fetch(q.PURGE_RUN_IDS, before, base.PURGE_BATCH)]
+            if ids:
+                await conn.execute(q.PURGE_RUN_STEPS, ids)
+                await conn.execute(q.PURGE_RUN_EVENTS, ids)
+                await conn.execute(q.PURGE_RUNS, ids)
+            return len(ids)
+
+        async def events_batch(conn: Conn) -> int:
             held = [eid for (ids,) in await conn.fetch(q.BATCH_EVENT_IDS) for eid in loads(ids)]
-            events = int((await conn.execute(q.PURGE_EVENTS, before, held)).split()[-1])
+            return status_count(await conn.execute(q.PURGE_EVENTS, before, held, base.PURGE_BATCH))
+
+        async def the_rest(conn: Conn) -> None:
             await conn.execute(q.PURGE_RUN_KEYS, now)
             await conn.execute(q.PURGE_FLOW_STATE, now)
             await conn.execute(q.PURGE_DEAD_LETTERS, before)
-            return runs + events
 
-        return await self._pool.run(body)
+        removed = 0
+        for batch in (runs_batch, events_batch):  # each batch its own transaction: no long-held locks
+            while (n := await self._pool.run(batch)) > 0:
+                removed += n
+                if n < base.PURGE_BATCH:
+                    break
+        await self._pool.run(the_rest)
+        return removed
 
     async def applied_migrations(self) -> list[str]:
         return [r[0] for r in await self._pool.fetch(q.APPLIED_MIGRATIONS)]

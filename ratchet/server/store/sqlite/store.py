@@ -39,15 +39,17 @@ from ratchet.server.store.sqlite.rows import (
     where_clause,
 )
 
-# Retention (`purge`): runs that ended before the cutoff go with their steps; events go once nothing
-# live needs them (a run not ended, an open debounce or batch).
-_ENDED_BEFORE = "SELECT id FROM runs WHERE ended_at < ? AND status NOT IN ('QUEUED', 'RUNNING')"
-PURGE_RUN_STEPS = f"DELETE FROM steps WHERE run_id IN ({_ENDED_BEFORE})"
-PURGE_RUN_EVENTS = f"DELETE FROM run_events WHERE run_id IN ({_ENDED_BEFORE})"
-PURGE_RUNS = "DELETE FROM runs WHERE ended_at < ? AND status NOT IN ('QUEUED', 'RUNNING')"
-PURGE_EVENTS = ("DELETE FROM events WHERE received_at < ? AND internal_id NOT IN (SELECT event_id FROM run_events) "
+# Retention (`purge`), in batches of `base.PURGE_BATCH` (a transaction each, so other writes get the writer
+# in between): runs that ended before the cutoff go with their steps; events go once nothing live needs
+# them (a run not ended, an open debounce or batch). Indexes runs_ended and events_received (migration 11).
+PURGE_RUN_IDS = "SELECT id FROM runs WHERE ended_at < ? AND status NOT IN ('QUEUED', 'RUNNING') LIMIT ?"
+PURGE_RUN_STEPS = "DELETE FROM steps WHERE run_id IN (SELECT value FROM json_each(?))"
+PURGE_RUN_EVENTS = "DELETE FROM run_events WHERE run_id IN (SELECT value FROM json_each(?))"
+PURGE_RUNS = "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+PURGE_EVENTS = ("DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE received_at < ? "
+                "AND internal_id NOT IN (SELECT event_id FROM run_events) "
                 "AND internal_id NOT IN (SELECT event_id FROM debounces) "
-                "AND internal_id NOT IN (SELECT event_id FROM purge_keep)")
+                "AND internal_id NOT IN (SELECT event_id FROM purge_keep) LIMIT ?)")
 
 
 class SqliteStore(FlowMixin):
@@ -383,21 +385,35 @@ class SqliteStore(FlowMixin):
 
     async def purge(self, before: int, now: int) -> int:
         db = self._db
+        removed = 0
+        while True:  # runs, a batch per commit
+            with self._write():
+                ids = [r[0] for r in db.execute(PURGE_RUN_IDS, (before, base.PURGE_BATCH))]
+                if ids:
+                    for sql in (PURGE_RUN_STEPS, PURGE_RUN_EVENTS, PURGE_RUNS):
+                        db.execute(sql, (dumps(ids),))
+            await self._group.committed()
+            removed += len(ids)
+            if len(ids) < base.PURGE_BATCH:
+                break
+        while True:  # events, a batch per commit
+            with self._write():
+                # Events an open batch holds are kept (they are listed in its JSON, not in run_events).
+                held = [eid for (ids,) in db.execute("SELECT event_ids FROM batches") for eid in loads(ids)]
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS purge_keep (event_id TEXT PRIMARY KEY)")
+                db.execute("DELETE FROM purge_keep")
+                db.executemany("INSERT OR IGNORE INTO purge_keep VALUES (?)", [(e,) for e in held])
+                events = db.execute(PURGE_EVENTS, (before, base.PURGE_BATCH)).rowcount
+            await self._group.committed()
+            removed += events
+            if events < base.PURGE_BATCH:
+                break
         with self._write():
-            for sql in (PURGE_RUN_STEPS, PURGE_RUN_EVENTS):
-                db.execute(sql, (before,))
-            runs = db.execute(PURGE_RUNS, (before,)).rowcount
-            # Events an open batch holds are kept (they are listed in its JSON, not in run_events).
-            held = [eid for (ids,) in db.execute("SELECT event_ids FROM batches") for eid in loads(ids)]
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS purge_keep (event_id TEXT PRIMARY KEY)")
-            db.execute("DELETE FROM purge_keep")
-            db.executemany("INSERT OR IGNORE INTO purge_keep VALUES (?)", [(e,) for e in held])
-            events = db.execute(PURGE_EVENTS, (before,)).rowcount
             db.execute("DELETE FROM run_keys WHERE expires_at < ?", (now,))
             db.execute("DELETE FROM flow_state WHERE expires_at < ?", (now,))
             db.execute("DELETE FROM dead_letters WHERE created_at < ?", (before,))
         await self._group.committed()
-        return runs + events
+        return removed
 
     async def applied_migrations(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT name FROM schema_migrations ORDER BY version")]

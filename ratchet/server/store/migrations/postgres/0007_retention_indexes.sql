@@ -1,0 +1,7 @@
+-- Version 7: indexes for retention (`purge`), which looks for runs that ended and events received before
+-- a cutoff; without them each pass read every run and every event. (A plain CREATE INDEX: migrations run
+-- in a transaction, where CONCURRENTLY cannot; on a large database it blocks writes to the table while
+-- it builds.)
+
+CREATE INDEX runs_ended ON runs(ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX events_received ON events(received_at);
