@@ -177,14 +177,12 @@ class FlowMixin:
 
     # ------------------------------------------------------------------------------ concurrency slots
 
-    async def _admit_txn(self, conn: Conn, rows: list[Row], limit: int) -> list[Row]:
+    async def _admit_txn(self, conn: Conn, rows: list[Row], limit: int,
+                         keyed: dict[int, list[tuple[str, int]]]) -> list[Row]:
         """Of the due candidates (in queue order, row-locked), the ones to lease now: up to `limit`, never
         more calls in flight per concurrency key than its limit, shared fairly across keys (`flow.select`).
-        The candidates a full key holds back are marked blocked until a call with that key ends."""
-        keyed: dict[int, list[tuple[str, int]]] = {}
-        if rows:
-            for key, item_id, lim in await conn.fetch(q.ITEMS_KEYS, [r[0] for r in rows]):
-                keyed.setdefault(item_id, []).append((key, lim))
+        `keyed` holds the concurrency keys and limits of the candidates that have any. The candidates a
+        full key holds back are marked blocked until a call with that key ends."""
         if not keyed:
             return rows[:limit]
         limits = {k: lim for pairs in keyed.values() for k, lim in pairs}

@@ -69,6 +69,31 @@ TAKE_RUN_KEYS = (
     "INSERT INTO run_keys (key, run_id, expires_at) SELECT k, r, $3 FROM unnest($1::bytea[], $2::text[]) AS t(k, r) "
     "ORDER BY k ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at "
     "WHERE run_keys.expires_at <= $4 RETURNING run_id")
+#: A send whose runs are all plain (no flow control to decide but a priority, no pauses or timers), in one
+#: statement, so one round trip and an implicit transaction: the events ($1-$8, parallel arrays), the runs'
+#: idempotency keys ($9 sorted and distinct, for the runs $10; expiring at $11; a key a live run holds is
+#: not taken), the runs that took theirs or have none ($13-$22, $23 true for a run without a key), their
+#: events ($24/$25 pairs) and first calls to the discovery step $26; notifies channel $27; returns the ids
+#: of the runs created. Only the key insert reads rows others write, and its ON CONFLICT sees the latest.
+INGEST_PLAIN = (
+    "WITH ev AS (INSERT INTO events (internal_id, id, name, data, ts, received_at, v, \"user\") "
+    "SELECT a, b, c, d, e, f, g, h FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], "
+    "$6::bigint[], $7::text[], $8::text[]) WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i) ORDER BY i), "
+    "took AS (INSERT INTO run_keys (key, run_id, expires_at) SELECT k, r, $11 FROM unnest($9::bytea[], $10::text[]) "
+    "AS t(k, r) ORDER BY k ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at "
+    "WHERE run_keys.expires_at <= $12 RETURNING run_id), "
+    "new AS (SELECT t.* FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::bigint[], $18::bigint[], "
+    "$19::text[], $20::text[], $21::text[], $22::text[], $23::boolean[]) WITH ORDINALITY "
+    "AS t(id, slug, app, eids, due, prio, rerun_of, rerun_from, invoked_by, invoked_step, keyless, i) "
+    "WHERE t.keyless OR t.id IN (SELECT run_id FROM took)), "
+    "r AS (INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at, rerun_of, rerun_from, "
+    "invoked_by, invoked_step) SELECT id, slug, app, 'QUEUED', eids, $12, rerun_of, rerun_from, invoked_by, "
+    "invoked_step FROM new ORDER BY i), "
+    "re AS (INSERT INTO run_events (event_id, run_id) SELECT e, r FROM unnest($24::text[], $25::text[]) AS t(e, r) "
+    "WHERE r IN (SELECT id FROM new) ON CONFLICT DO NOTHING), "
+    "q AS (INSERT INTO queue (run_id, target, attempt, due_at, priority) SELECT id, $26, 0, due, prio FROM new "
+    "ORDER BY i) "
+    "SELECT ARRAY(SELECT id FROM new ORDER BY i), pg_notify($27, '')")
 INSERT_RUN = (
     "INSERT INTO runs (id, function_slug, app_id, status, event_ids, created_at, ended_at, error, "
     "singleton_key, concurrency, rerun_of, rerun_from, invoked_by, invoked_step) "
@@ -102,8 +127,6 @@ LOAD_RUN_STATE = (
 RUN_FOR_UPDATE = "SELECT status, stack, force_step_plan FROM runs WHERE id = $1 FOR UPDATE"
 RUN_FUNCTION_EVENTS = "SELECT function_slug, event_ids FROM runs WHERE id = $1"
 MARK_RUNNING = "UPDATE runs SET status = 'RUNNING', started_at = $2 WHERE id = $1 AND status = 'QUEUED'"
-MARK_RUNS_RUNNING = ("UPDATE runs SET status = 'RUNNING', started_at = $2 WHERE id = ANY($1::text[]) "
-                     "AND status = 'QUEUED'")
 FINISH_RUN = "UPDATE runs SET status = $2, output = $3, ended_at = $4, error = $5 WHERE id = $1"
 SET_STACK = "UPDATE runs SET stack = $2 WHERE id = $1"
 SET_FORCE_STEP_PLAN = "UPDATE runs SET force_step_plan = $2 WHERE id = $1"
@@ -128,14 +151,27 @@ MEMO = ("SELECT hash, memo FROM steps WHERE run_id = $1 AND (status IN ('complet
 
 # ------------------------------------------------------------------------------------------------ the queue
 
-#: Due calls nobody holds, in priority order; rows another transaction is claiming are skipped.
-DUE_SKIP_LOCKED = (f"SELECT {QUEUE_COLS} FROM queue WHERE lease_owner IS NULL AND NOT blocked AND due_at <= $1 "
-                   "ORDER BY due_at - priority, id LIMIT $2 FOR UPDATE SKIP LOCKED")
-EXPIRED_SKIP_LOCKED = (f"SELECT {QUEUE_COLS} FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= $1 "
-                       "ORDER BY lease_until, id LIMIT $2 FOR UPDATE SKIP LOCKED")
-LEASE = "UPDATE queue SET lease_owner = $2, lease_until = $3 WHERE id = ANY($1::bigint[])"
-#: Items whose holder died or hung (their lease ran out) count a failure; see dead letters.
-COUNT_EXPIRED = "UPDATE queue SET failures = failures + 1, failure = $2 WHERE id = ANY($1::bigint[])"
+#: What a claim may take, in one round trip: due calls nobody holds ($1), at most $2 in priority order, with
+#: their concurrency keys and limits (arrays, by key); then at most $4 items whose lease ran out by $3 (their
+#: holder died or hung). Column 12 says which kind a row is. Rows other transactions lock are skipped; an
+#: expired row locked here but not taken is let go at the commit.
+CLAIM_CANDIDATES = (
+    f"WITH d AS (SELECT {QUEUE_COLS}, due_at - priority AS sort FROM queue WHERE lease_owner IS NULL AND NOT blocked "
+    "AND due_at <= $1 ORDER BY due_at - priority, id LIMIT $2 FOR UPDATE SKIP LOCKED), "
+    f"e AS (SELECT {QUEUE_COLS}, lease_until AS sort FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= $3 "
+    "ORDER BY lease_until, id LIMIT $4 FOR UPDATE SKIP LOCKED) "
+    f"SELECT {QUEUE_COLS}, FALSE AS expired, "
+    "ARRAY(SELECT key FROM item_keys k WHERE k.item_id = d.id ORDER BY key), "
+    "ARRAY(SELECT lim FROM item_keys k WHERE k.item_id = d.id ORDER BY key), sort FROM d "
+    f"UNION ALL SELECT {QUEUE_COLS}, TRUE, NULL, NULL, sort FROM e ORDER BY expired, sort, id")
+#: The claimed items ($1) leased to $2 until $3, the expired ones among them ($4) counting a failure ($5),
+#: and the runs of the claimed calls ($7) running from $6: one round trip.
+LEASE_CLAIMED = (
+    "WITH l AS (UPDATE queue SET lease_owner = $2, lease_until = $3, "
+    "failures = failures + CASE WHEN id = ANY($4::bigint[]) THEN 1 ELSE 0 END, "
+    "failure = CASE WHEN id = ANY($4::bigint[]) THEN $5 ELSE failure END WHERE id = ANY($1::bigint[])), "
+    "m AS (UPDATE runs SET status = 'RUNNING', started_at = $6 WHERE id = ANY($7::text[]) AND status = 'QUEUED') "
+    "SELECT 1")
 FAIL_ITEM = ("UPDATE queue SET failures = failures + 1, failure = $3, due_at = $4, lease_owner = NULL, "
              "lease_until = NULL WHERE id = $1 AND lease_owner = $2")
 INSERT_DEAD_LETTER = ("INSERT INTO dead_letters (item_id, run_id, kind, target, attempt, payload, failures, reason, "
@@ -200,7 +236,6 @@ DELETE_TIMER = "DELETE FROM queue WHERE kind = $1 AND run_id = $2"
 # ------------------------------------------------------------------------------------------------ concurrency
 
 ITEM_KEYS = "SELECT key, lim FROM item_keys WHERE item_id = $1"
-ITEMS_KEYS = "SELECT key, item_id, lim FROM item_keys WHERE item_id = ANY($1::bigint[])"
 ADD_ITEM_KEY = "INSERT INTO item_keys (key, item_id, lim) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
 IN_FLIGHT = ("SELECT count(*) FROM item_keys k JOIN queue q ON q.id = k.item_id WHERE k.key = $1 "
              "AND q.lease_owner IS NOT NULL AND q.id != $2")

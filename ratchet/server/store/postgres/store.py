@@ -41,6 +41,17 @@ from ratchet.server.store.postgres.rows import (
 from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock, one_statement_commands, run_keys
 from ratchet.server.store.rows import common_search
 
+
+def _first_keys(runs: Sequence[base.NewRun]) -> dict[bytes, str]:
+    """Each idempotency key of `runs` (UTF-8: BYTEA, as engine keys hold NUL separators) with the first run
+    that has it; the later ones would find it held."""
+    first: dict[bytes, str] = {}
+    for run in runs:
+        if run.idempotency_key is not None:
+            first.setdefault(run.idempotency_key.encode(), run.id)
+    return first
+
+
 #: How many runs with concurrency keys `apply` remembers (to skip asking `ratchet_apply` first).
 KEYED_RUNS_KEPT = 10_000
 
@@ -50,12 +61,13 @@ class PostgresStore(FlowMixin, RunsMixin):
 
     single_owner = False  #: several server nodes share the database
 
-    def __init__(self, url: str, *, one_statement_apply: bool = True) -> None:
+    def __init__(self, url: str, *, one_statement: bool = True) -> None:
         self.url = url
         self._pool = Pool(url)
-        #: `apply` writes what it can in one round trip (`ratchet_apply`); False: always the general path
-        #: (the contract suite runs both).
-        self.one_statement_apply = one_statement_apply
+        #: `apply` and `ingest` write what they can in one statement (`ratchet_apply`, `INGEST_PLAIN`), one
+        #: round trip; False: always their general paths, statements in a transaction (the contract suite
+        #: runs both).
+        self.one_statement = one_statement
         self._keyed_runs: set[str] = set()  #: runs found to have concurrency keys (general path)
 
     @classmethod
@@ -113,6 +125,10 @@ class PostgresStore(FlowMixin, RunsMixin):
     async def ingest(self, events: list[base.EventRecord], runs: list[base.NewRun], now: int, *,
                      resumes: Sequence[base.Resume] = (), items: Sequence[base.NewItem] = (),
                      done: tuple[base.QueueItem, str] | None = None) -> list[str]:
+        if (self.one_statement and done is None and not resumes and not items
+                and all(is_plain(r) and not r.pauses and not r.timers for r in runs)):
+            return await self._pool.one(lambda conn: self._ingest_plain(conn, events, runs, now))
+
         async def body(conn: Conn) -> list[str]:
             if done is not None:
                 item, owner = done
@@ -145,14 +161,33 @@ class PostgresStore(FlowMixin, RunsMixin):
         return await self._pool.run(body, notify=WORK_CHANNEL)
 
     @staticmethod
+    async def _ingest_plain(conn: Conn, events: Sequence[base.EventRecord], runs: Sequence[base.NewRun],
+                            now: int) -> list[str]:
+        """`ingest` of events whose runs are all plain (the usual send) in one statement (`INGEST_PLAIN`):
+        the same rows as the general path, without its ~8 round trips."""
+        first = _first_keys(runs)
+        keys = sorted(first)
+        row = await conn.fetchrow(
+            q.INGEST_PLAIN,
+            [e.internal_id for e in events], [e.id for e in events], [e.name for e in events],
+            [dumps(e.data) for e in events], [e.ts for e in events], [e.received_at for e in events],
+            [e.v for e in events], [None if e.user is None else dumps(e.user) for e in events],
+            keys, [first[k] for k in keys], now + IDEMPOTENCY_MS, now,
+            [r.id for r in runs], [r.function_slug for r in runs], [r.app_id for r in runs],
+            [dumps(list(r.event_ids)) for r in runs], [r.due_at for r in runs],
+            [0 if r.flow is None else r.flow.priority_ms for r in runs], [r.rerun_of for r in runs],
+            [r.rerun_from for r in runs], [r.invoked_by for r in runs], [r.invoked_step for r in runs],
+            [r.idempotency_key is None for r in runs],
+            [eid for r in runs for eid in r.event_ids], [r.id for r in runs for _ in r.event_ids],
+            protocol.DISCOVERY_STEP_ID, WORK_CHANNEL)
+        return list(row[0])
+
+    @staticmethod
     async def _take_run_keys_txn(conn: Conn, runs: Sequence[base.NewRun], now: int) -> set[str]:
         """Take the runs' idempotency keys in one statement, each unless a live (unexpired) run holds it;
         returns the ids of the runs that took theirs. A key repeated in `runs` goes to its first run (the
         later ones would find it held), and keys are taken in sorted order, as concurrent ingests must."""
-        first: dict[bytes, str] = {}
-        for run in runs:
-            if run.idempotency_key is not None:
-                first.setdefault(run.idempotency_key.encode(), run.id)  # BYTEA: engine keys hold NUL separators
+        first = _first_keys(runs)
         if not first:
             return set()
         keys = sorted(first)
@@ -240,23 +275,23 @@ class PostgresStore(FlowMixin, RunsMixin):
                         due_by: int | None = None) -> list[base.QueueItem]:
         async def body(conn: Conn) -> list[base.QueueItem]:
             # Rows other claimers hold are skipped, not waited for: several servers split the due items.
-            rows = await self._admit_txn(conn, list(await conn.fetch(
-                q.DUE_SKIP_LOCKED, now if due_by is None else due_by, limit * CANDIDATES_PER_CLAIM)), limit)
-            if len(rows) < limit:
-                expired = await conn.fetch(q.EXPIRED_SKIP_LOCKED, now, limit - len(rows))
-                if expired:
-                    # The node that held them died or hung: a failure of each (an item that kills every
-                    # node handling it is dead-lettered in the end instead of going round forever).
-                    await conn.execute(q.COUNT_EXPIRED, [r[0] for r in expired], base.LEASE_EXPIRED)
-                    rows += [(*r[:9], r[9] + 1, base.LEASE_EXPIRED) for r in expired]
+            # One statement reads the due candidates with their concurrency keys and the expired leases.
+            found = await conn.fetch(q.CLAIM_CANDIDATES, now if due_by is None else due_by,
+                                     limit * CANDIDATES_PER_CLAIM, now, limit)
+            due = [r for r in found if not r[11]]
+            keys = {r[0]: list(zip(r[12], r[13], strict=True)) for r in due if r[12]}
+            rows = [tuple(r[:11]) for r in await self._admit_txn(conn, due, limit, keys)]
+            # The node that held an expired item died or hung: a failure of each (an item that kills
+            # every node handling it is dead-lettered in the end instead of going round forever).
+            expired = [r for r in found if r[11]][:limit - len(rows)]
+            rows += [(*r[:9], r[9] + 1, base.LEASE_EXPIRED) for r in expired]
             if not rows:
                 return []
             until = lease_until(now, lease_ms)  # (stretched if this claim waited long for locks)
-            await conn.execute(q.LEASE, [r[0] for r in rows], owner, until)
             # A claimed run is running from now on (saves the executor a separate write).
             calls = sorted({r[1] for r in rows if r[7] == base.ItemKind.CALL})
-            if calls:
-                await conn.execute(q.MARK_RUNS_RUNNING, calls, now)
+            await conn.execute(q.LEASE_CLAIMED, [r[0] for r in rows], owner, until, [r[0] for r in expired],
+                               base.LEASE_EXPIRED, now, calls)
             return [dataclasses.replace(item_row(r), lease_owner=owner, lease_until=until) for r in rows]
 
         return await self._pool.run(body)
@@ -391,7 +426,7 @@ class PostgresStore(FlowMixin, RunsMixin):
 
     async def apply(self, item: base.QueueItem, owner: str, commands: list[base.Command], now: int,
                     lease_ms: int, *, dead_letter: base.GiveUp | None = None) -> base.Applied:
-        if (self.one_statement_apply and dead_letter is None and item.run_id not in self._keyed_runs
+        if (self.one_statement and dead_letter is None and item.run_id not in self._keyed_runs
                 and one_statement_commands(commands)):
             applied = await self._pool.one(
                 lambda conn: self._apply_one_statement(conn, item, owner, commands, now, lease_ms))
