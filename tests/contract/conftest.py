@@ -1,8 +1,9 @@
 """One Store suite over every backend: SQLite (a file per test) and PostgreSQL (a database per test).
 
-PostgreSQL uses procrastinate's template-database fixture: the first worker of a test run builds
-`ratchet_test_template` once (dropped first if left over, then migrated); each test gets
-`CREATE DATABASE ratchet_t_<worker>_<n> TEMPLATE ratchet_test_template`, dropped afterwards. The server
+PostgreSQL uses procrastinate's template-database fixture: the first session that needs it builds
+`ratchet_test_template_<digest of the migrations>` once; each test gets `CREATE DATABASE
+ratchet_t_<pid>_<n> TEMPLATE ...`, dropped afterwards, so sessions running at once never touch each
+other's databases. The server
 is `RATCHET_TEST_PG_URL` (default 127.0.0.1:5432, user postgres, database test for admin work). When
 it is unreachable the PostgreSQL tests skip locally but FAIL when `CI=true`.
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import itertools
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -51,25 +52,53 @@ async def pg_admin():  # type: ignore[no-untyped-def]
     return await asyncpg.connect(PG_URL, timeout=5)
 
 
-async def _build_template(run_id: str) -> None:
-    """Create and migrate the template once per test run: a worker that finds it tagged with this run's
-    id reuses it; anything else (a leftover of an earlier run) is dropped and rebuilt."""
+def _template_name() -> str:
+    """The template's name carries a digest of the migrations: test sessions running at once (two
+    developers' runs, a helper's) share a template built from the same migrations and never drop one
+    another's, and a changed migration gets a template of its own."""
+    digest = hashlib.sha256()
+    for _version, name, sql in migrations._files("postgres"):
+        digest.update(name.encode() + b"\0" + sql.encode() + b"\0")
+    return f"{TEMPLATE}_{digest.hexdigest()[:12]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _build_template(template: str) -> None:
+    """Create and migrate the template unless it exists (built under a temporary name and renamed, so
+    no session ever copies a half-built one). Also drops what crashed sessions left: test databases of
+    processes no longer alive, and templates of other migrations nobody is using."""
     admin = await pg_admin()
     try:
         await admin.execute("SELECT pg_advisory_lock($1)", TEMPLATE_LOCK)
         try:
-            tag = await admin.fetchval("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-                                       "WHERE datname = $1", TEMPLATE)
-            if tag == run_id:
+            names = [r[0] for r in await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'ratchet\\_%'")]
+            for name in names:
+                parts = name.split("_")
+                if name.startswith("ratchet_t_") and len(parts) == 4 and parts[2].isdigit() and not _alive(int(parts[2])):
+                    await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+                elif name.startswith(TEMPLATE) and name != template:
+                    with contextlib.suppress(Exception):  # in use: another session's migrations
+                        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
+            if template in names:
                 return
-            await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(TEMPLATE)} WITH (FORCE)")
-            await admin.execute(f"CREATE DATABASE {quote_ident(TEMPLATE)}")
-            conn = await _connect(TEMPLATE)
+            building = f"ratchet_building_{os.getpid()}"
+            await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(building)} WITH (FORCE)")
+            await admin.execute(f"CREATE DATABASE {quote_ident(building)}")
+            conn = await _connect(building)
             try:
                 await migrations.apply_postgres(conn)
             finally:
                 await conn.close()
-            await admin.execute(f"COMMENT ON DATABASE {quote_ident(TEMPLATE)} IS {_literal(run_id)}")
+            await admin.execute(f"ALTER DATABASE {quote_ident(building)} RENAME TO {quote_ident(template)}")
         finally:
             await admin.execute("SELECT pg_advisory_unlock($1)", TEMPLATE_LOCK)
     finally:
@@ -82,41 +111,27 @@ async def _connect(database: str):  # type: ignore[no-untyped-def]
     return await asyncpg.connect(pg_url(database), timeout=5)
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _run_id(config: pytest.Config) -> str:
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        return str(workerinput["testrunuid"])
-    if not hasattr(config, "_ratchet_run_id"):
-        config._ratchet_run_id = uuid.uuid4().hex  # type: ignore[attr-defined]
-    return config._ratchet_run_id  # type: ignore[attr-defined]
-
-
 @pytest.fixture(scope="session")
 def pg_template(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The migrated template database's name (built once per test run)."""
+    """The migrated template database's name (built by the first session that needs it)."""
+    template = _template_name()
     try:
         import asyncpg  # noqa: F401
 
         # On a thread of its own: this fixture may be first requested from inside a running event loop.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, _build_template(_run_id(request.config))).result()
+            pool.submit(asyncio.run, _build_template(template)).result()
     except (TimeoutError, OSError, ImportError) as exc:
         harness.unavailable(f"PostgreSQL at {PG_URL} is unavailable: {exc!r}")
-    yield TEMPLATE
+    yield template
 
 
 @contextlib.asynccontextmanager
 async def pg_database(template: str) -> AsyncIterator[str]:
     """A fresh database copied from `template`, dropped afterwards; yields its URL."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    name = f"ratchet_t_{worker}_{next(_counter)}"
+    name = f"ratchet_t_{os.getpid()}_{next(_counter)}"  # unique among sessions running at once
     admin = await pg_admin()
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")  # a crashed run's
         await admin.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(template)}")
         yield pg_url(name)
     finally:
