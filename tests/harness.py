@@ -179,9 +179,10 @@ class ServerProcess(_Process):
 
     def __init__(self, db_path: Path, log_path: Path, *, port: int | None = None,
                  app_urls: Iterable[str] = (), retry_interval: float | None = 0.2,
-                 extra_args: Iterable[str] = (), command: str = "dev") -> None:
+                 extra_args: Iterable[str] = (), command: str = "dev", env: Mapping[str, str] | None = None) -> None:
         super().__init__(log_path)
         self.command = command  # `dev`, or `start` (production mode: pass the keys in extra_args)
+        self.env = dict(env or {})  # on top of `child_env()`
         self.db_path = db_path
         self.port = port or free_port()
         self.app_urls = list(app_urls)
@@ -203,7 +204,7 @@ class ServerProcess(_Process):
 
     def launch(self) -> None:
         """Start the process without waiting for it (see `wait_ready`)."""
-        self._spawn(self.args())
+        self._spawn(self.args(), env=self.env)
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Wait until `/health` answers 200."""

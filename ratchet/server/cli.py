@@ -79,6 +79,9 @@ def start(
         "--lease-seconds", help="How soon another node takes over a dead node's calls.")] = 30.0,
     retention_days: Annotated[float, typer.Option(
         "--retention-days", help="Delete runs (and events nothing needs) this many days after they end.")] = 30.0,
+    no_api: Annotated[bool, typer.Option(
+        "--no-api", help="Run without an API token: the REST/GraphQL APIs and the dashboard refuse every "
+                         "request (a node that only takes events and runs work).")] = False,
 ) -> None:
     """Start the production server: requests to apps are signed, SDKs and events need keys."""
     if not signing_key:
@@ -97,9 +100,12 @@ def start(
     db_url = _db_url(db, postgres_uri)
     keys = tuple(k for k in (signing_key, signing_key_fallback) if k)
     tokens = tuple(t for t in api_tokens or () if t.strip())
-    if not tokens:
-        typer.secho("warning: no --api-token: the REST and GraphQL APIs will refuse every request",
-                    fg=typer.colors.YELLOW, err=True)
+    if no_api and tokens:
+        raise _fail("--no-api and --api-token (or RATCHET_API_TOKEN) contradict each other: give one")
+    if not tokens and not no_api:
+        raise _fail("ratchet start needs an API token for the REST/GraphQL APIs and the dashboard (--api-token "
+                    "or RATCHET_API_TOKEN); make one with `ratchet keys new`, or pass --no-api to run a node "
+                    "whose APIs refuse every request")
     cfg = config_mod.ServerConfig(host=host, port=port, db_url=db_url, kind="cloud", app_urls=tuple(urls or ()),
                                   signing_keys=keys, event_keys=tuple(event_keys), api_tokens=tokens,
                                   lease_s=lease_seconds, retention_s=retention_days * 86400)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,3 +50,34 @@ def e2e_prim(tmp_path: Path) -> Iterator[E2EEnv]:
     with harness.Stack(tmp_path, PRIMITIVES_APP, env={"E2E_DIR": str(marks)}) as stack:
         stack.start(PRIMITIVES)
         yield E2EEnv(stack, marks)
+
+
+#: The PostgreSQL server of the dev and CI machines (admin connection; databases are made per test).
+PG_ADMIN = os.environ.get("RATCHET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (its URL), dropped afterwards; skips when the server is
+    unreachable, but fails on CI (`harness.unavailable`)."""
+    import asyncpg
+
+    name = f"ratchet_e2e_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        harness.unavailable(f"PostgreSQL unreachable: {exc!r}")
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from importlib import resources
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from tests.harness import free_port, ratchet, send_and_get_run, wait_until
+from tests.harness import Api, ServerProcess, free_port, ratchet, send_and_get_run, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -85,16 +88,22 @@ def test_cancel_a_sleeping_run_and_in_bulk(e2e) -> None:
     assert {api.run(r)["status"] for r in others} == {"CANCELLED"}
 
 
+SIGNING_KEY = "signkey-prod-" + "ab" * 32
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     ([], "ratchet keys new"),
-    (["--signing-key", "signkey-prod-" + "ab" * 32], "event key"),
+    (["--signing-key", SIGNING_KEY], "event key"),
     (["--signing-key", "zz", "--event-key", "e"], "--signing-key"),
     (["--signing-key", "signkey-prod-abc", "--event-key", "e"], "even number of hex digits"),
-], ids=["no-keys", "no-event-key", "not-hex", "odd-length"])
+    (["--signing-key", SIGNING_KEY, "--event-key", "e"],
+     "(--api-token or RATCHET_API_TOKEN); make one with `ratchet keys new`, or pass --no-api"),
+    (["--signing-key", SIGNING_KEY, "--event-key", "e", "--api-token", " "], "make one with `ratchet keys new`"),
+    (["--signing-key", SIGNING_KEY, "--event-key", "e", "--api-token", "rat_x", "--no-api"], "contradict"),
+], ids=["no-keys", "no-event-key", "not-hex", "odd-length", "no-api-token", "blank-api-token", "no-api-and-token"])
 def test_start_refuses_to_run_without_usable_keys(tmp_path: Path, args: list[str], needle: str) -> None:
     db = tmp_path / "ratchet.db"
-    result = ratchet("start", "--db", str(db), *args, timeout=20,
-                     env={"RATCHET_SIGNING_KEY": "", "RATCHET_EVENT_KEY": ""})
+    result = ratchet("start", "--db", str(db), *args, timeout=20)
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert needle in result.stderr, result.stderr
     assert not db.exists()
@@ -118,3 +127,69 @@ def test_migrate_applies_the_schema_and_reports_it(tmp_path: Path) -> None:
     assert again.stdout == result.stdout  # nothing new to apply
     bad = ratchet("migrate", "--postgres-uri", "mysql://x", timeout=30)
     assert bad.returncode == 2 and "--postgres-uri" in bad.stderr
+
+
+def test_start_with_no_api_takes_events_and_refuses_the_api(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "ratchet.db", tmp_path / "server.log", retry_interval=None, command="start",
+                           extra_args=["--signing-key", SIGNING_KEY, "--event-key", "ev-key", "--no-api",
+                                       "--host", "127.0.0.1"])
+    try:
+        server.start()
+        api = Api(server.url)
+        assert api.http.get("/v1/runs").status_code == 401
+        assert api.http.get("/v1/runs", headers={"authorization": "Bearer anything"}).status_code == 401
+        assert api.send({"name": "e/x", "data": {}}, key="ev-key")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def migrations() -> list[str]:
+    return sorted(p.name for p in (resources.files("ratchet.server.store") / "migrations" / "postgres").iterdir()
+                  if p.name.endswith(".sql"))
+
+
+def test_migrate_a_postgres_database_named_by_the_environment(tmp_path: Path, pg_db: str,
+                                                             migrations: list[str]) -> None:
+    db = tmp_path / "unused.db"
+    result = ratchet("migrate", "--db", str(db), timeout=60, env={"RATCHET_POSTGRES_URI": pg_db})
+    assert result.returncode == 0, result.stderr
+    assert f"schema at {migrations[-1]} ({len(migrations)} applied)" in result.stdout, result.stdout
+    assert "postgresql://" in result.stdout and not db.exists()
+    again = ratchet("migrate", "--postgres-uri", pg_db, timeout=60)  # the option names the same database
+    assert again.returncode == 0 and again.stdout == result.stdout, (again.stdout, again.stderr)
+    assert asyncio.run(_applied(pg_db)) == migrations
+
+    down = ratchet("migrate", timeout=60, env={"RATCHET_POSTGRES_URI": "postgresql://postgres@127.0.0.1:1/x"})
+    assert down.returncode == 2 and "cannot open the PostgreSQL store" in down.stderr, (down.stdout, down.stderr)
+
+
+def test_dev_uses_the_postgres_database_named_by_the_environment(tmp_path: Path, pg_db: str,
+                                                                migrations: list[str]) -> None:
+    db = tmp_path / "unused.db"
+    server = ServerProcess(db, tmp_path / "server.log", env={"RATCHET_POSTGRES_URI": pg_db})
+    try:
+        server.start()
+        api = Api(server.url)
+        (event_id,) = api.send({"name": "e/x", "data": {"k": 1}})
+        assert asyncio.run(_applied(pg_db)) == migrations  # migrated at start
+        assert asyncio.run(_event_names(pg_db, event_id)) == ["e/x"]  # stored there
+        assert not db.exists()
+    finally:
+        server.stop()
+
+
+async def _applied(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [r[0] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY version")]
+    finally:
+        await conn.close()
+
+
+async def _event_names(url: str, event_id: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [r[0] for r in await conn.fetch("SELECT name FROM events WHERE internal_id = $1", event_id)]
+    finally:
+        await conn.close()

@@ -28,9 +28,7 @@ import os
 import re
 import signal
 import time
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,6 @@ from tests import harness
 
 pytestmark = pytest.mark.e2e
 
-ADMIN = os.environ.get("RATCHET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 APP = Path(__file__).parent / "apps" / "cluster_app.py"
 KEY = "signkey-prod-" + "3c" * 32
 EVENT_KEY = "cluster-" + "b2" * 20
@@ -65,25 +62,10 @@ def event_data(i: int) -> dict[str, Any]:
     return {"user": f"u{user:02d}", "org": f"o{user // USERS_PER_ORG}", "i": i}
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
-def cluster_db() -> Iterator[str]:
-    name = f"ratchet_e2e_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        harness.unavailable(f"PostgreSQL unreachable: {exc!r}")
-    try:
-        yield ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def cluster_db(pg_db: str) -> str:
+    """A fresh database for the two nodes (`pg_db` of conftest.py)."""
+    return pg_db
 
 
 class Db:

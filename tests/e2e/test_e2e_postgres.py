@@ -4,42 +4,15 @@ when it is unreachable, skips elsewhere)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from tests import harness
 
 pytestmark = pytest.mark.e2e
 
-ADMIN = os.environ.get("RATCHET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 APP = Path(__file__).parent / "apps" / "durable_app.py"
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def pg_db() -> Iterator[str]:
-    name = f"ratchet_e2e_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        harness.unavailable(f"PostgreSQL unreachable: {exc!r}")
-    try:
-        yield ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_dev_on_postgres_survives_a_kill9_during_a_sleep(tmp_path: Path, pg_db: str) -> None:

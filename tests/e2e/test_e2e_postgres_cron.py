@@ -11,7 +11,6 @@ import asyncpg
 import pytest
 
 from tests import harness
-from tests.e2e.test_e2e_postgres import pg_db  # noqa: F401 - the fixture: a fresh database per test
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +42,7 @@ async def _make_due_now(url: str) -> int:
         await conn.close()
 
 
-def test_two_nodes_fire_each_cron_tick_once(tmp_path: Path, pg_db: str) -> None:  # noqa: F811
+def test_two_nodes_fire_each_cron_tick_once(tmp_path: Path, pg_db: str) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
     a = harness.ServerProcess(tmp_path / "a.db", tmp_path / "a.log", extra_args=["--postgres-uri", pg_db])
