@@ -77,8 +77,17 @@ def token_ok(headers: Mapping[str, str], tokens: Sequence[str]) -> bool:
     auth = headers.get("authorization", "")
     if not auth.lower().startswith("bearer "):
         return False
-    given = auth[7:].strip()
-    return any(hmac.compare_digest(given, t) for t in tokens)
+    return secret_matches(auth[7:].strip(), tokens)
+
+
+def secret_matches(given: str, accepted: Sequence[str]) -> bool:
+    """Is `given` one of the `accepted` secrets (event keys, API tokens)? Compared in constant time with
+    each of them (no early exit), as UTF-8 bytes (`hmac.compare_digest` refuses non-ASCII text)."""
+    given_bytes = given.encode()
+    found = False
+    for secret in accepted:
+        found |= hmac.compare_digest(given_bytes, secret.encode())
+    return found
 
 
 #: Paths of the APIs that need an API token in production mode (the event API, the SDK endpoints and

@@ -11,7 +11,7 @@ import uuid
 from ratchet import protocol
 from ratchet.server import config as config_mod
 from ratchet.server import executor as executor_mod
-from ratchet.server import ingest, registry, scheduler, sync
+from ratchet.server import ingest, login_limit, registry, scheduler, sync
 from ratchet.server import transport as transport_mod
 from ratchet.server.store import base, open_store_async
 
@@ -32,6 +32,8 @@ class Services:
     syncer: sync.Syncer
     transport: transport_mod.Transport
     background: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+    #: failed dashboard logins per client (`POST /login` answers 429 past the limit)
+    logins: login_limit.FailedLogins = dataclasses.field(default_factory=login_limit.FailedLogins)
 
     @classmethod
     async def start(cls, cfg: config_mod.ServerConfig, *, store: base.Store | None = None,

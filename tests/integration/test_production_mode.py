@@ -12,7 +12,7 @@ import pytest
 
 import ratchet
 from ratchet import protocol
-from ratchet.server import auth
+from ratchet.server import auth, login_limit, sessions
 from ratchet.server.engine import steps
 from tests.integration import inprocess
 
@@ -172,3 +172,53 @@ async def test_the_rest_and_graphql_apis_need_an_api_token(prod: inprocess.Stack
         assert (await bare.get("/health")).status_code == 200  # open
     ok = await prod.api.get("/v1/runs")  # the stack's client carries the token
     assert ok.status_code == 200
+
+
+async def test_keys_and_tokens_with_non_ascii_text_are_refused_not_a_server_error(prod: inprocess.Stack) -> None:
+    # (`hmac.compare_digest` raises on non-ASCII text: the comparison is of UTF-8 bytes.)
+    bad = await send(prod, "p/x", key="cl\u00e9")
+    assert bad.status_code == 401 and bad.json()["ids"] == []
+    resp = await prod.api.get("/v1/runs", headers={"authorization": "Bearer t\u00f6ken".encode()})
+    assert resp.status_code == 401
+    assert (await send(prod, "p/x")).status_code == 200
+
+
+def test_secret_matches_compares_every_accepted_secret() -> None:
+    assert auth.secret_matches("b", ["a", "b", "c"]) and auth.secret_matches("\u00e9", ["\u00e9"])
+    assert not auth.secret_matches("", ["a"]) and not auth.secret_matches("a", [])
+    assert not auth.secret_matches("ab", ["a", "abc"])
+
+
+def browser_at(s: inprocess.Stack, address: str) -> httpx.AsyncClient:
+    """A client without a bearer token (a browser) at `address`."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=s.server, client=(address, 50_000)),
+                             base_url="http://ratchet.test", follow_redirects=False)
+
+
+async def login(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post("/login", content=f"token={token}".encode(),
+                             headers={"content-type": "application/x-www-form-urlencoded"})
+
+
+async def test_failed_logins_are_limited_per_client(prod: inprocess.Stack) -> None:
+    async with browser_at(prod, "10.0.0.1") as guesser, browser_at(prod, "10.0.0.2") as other:
+        for i in range(login_limit.LIMIT):
+            assert (await login(guesser, f"guess-{i}")).status_code == 401
+        refused = await login(guesser, "guess-again")
+        assert refused.status_code == 429 and "too many failed logins" in refused.text
+        assert 0 < int(refused.headers["retry-after"]) <= login_limit.WINDOW_MS // 1000
+        # While it waits even the right token is refused (a guess must not be told apart by its reply) ...
+        right = await login(guesser, TOKEN)
+        assert right.status_code == 429 and sessions.COOKIE not in right.cookies
+        # ... and another client is not held up.
+        assert (await login(other, TOKEN)).status_code == 303
+
+
+async def test_a_login_clears_the_clients_failures(prod: inprocess.Stack) -> None:
+    async with browser_at(prod, "10.0.0.3") as user:
+        for _ in range(login_limit.LIMIT - 1):
+            assert (await login(user, "typo")).status_code == 401
+        assert (await login(user, TOKEN)).status_code == 303
+        for _ in range(login_limit.LIMIT - 1):  # counted from zero again
+            assert (await login(user, "typo")).status_code == 401
+        assert (await login(user, TOKEN)).status_code == 303

@@ -7,14 +7,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ratchet import protocol
-from ratchet.server import ids, ingest
+from ratchet.server import auth, ids, ingest
 from ratchet.server.api import json_response, services
 
 
 async def send_events(request: Request) -> Response:
     cfg = services(request).cfg
     key = request.path_params["event_key"]
-    if cfg.event_keys and key not in cfg.event_keys:
+    if cfg.event_keys and not auth.secret_matches(key, cfg.event_keys):
         return json_response({"ids": [], "status": 401, "error": "event key not found"}, 401)
     return await accept(request)
 

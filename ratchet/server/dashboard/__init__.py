@@ -4,7 +4,6 @@ exchanged for a session cookie, see `sessions`); in dev mode it is open."""
 
 from __future__ import annotations
 
-import hmac
 import html
 import urllib.parse
 from pathlib import Path
@@ -15,7 +14,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ratchet import protocol
-from ratchet.server import sessions
+from ratchet.server import auth, sessions
 from ratchet.server.api import services
 
 STATIC = Path(__file__).parent / "static"
@@ -54,15 +53,24 @@ async def login(request: Request) -> Response:
     cfg = services(request).cfg
     if cfg.kind != "cloud":
         return RedirectResponse("/", 303)
+    # Failed logins are limited per client (`login_limit`), a correct token included while it waits.
+    client, now = request.client.host if request.client else "", protocol.now_ms()
+    if wait_ms := services(request).logins.wait_ms(client, now):
+        wait_s = -(-wait_ms // 1000)
+        reason = f"too many failed logins: try again in {wait_s} s"
+        page = LOGIN_PAGE.format(error=f'<p class="error" role="alert">{html.escape(reason)}</p>')
+        return HTMLResponse(page, 429, headers={"retry-after": str(wait_s)})
     # A one-field url-encoded form: parsed here rather than adding python-multipart for it.
     body = (await request.body())[:8192].decode(errors="replace")
     token = (urllib.parse.parse_qs(body).get("token") or [""])[0].strip()
-    if not token or not any(hmac.compare_digest(token, t) for t in cfg.api_tokens) or not cfg.signing_keys:
+    if not token or not auth.secret_matches(token, cfg.api_tokens) or not cfg.signing_keys:
         reason = ("no API token was given" if not token else
                   "that API token is not one this server accepts" if cfg.api_tokens else
                   "this server has no API token configured (ratchet start --api-token)")
+        services(request).logins.failed(client, now)
         page = LOGIN_PAGE.format(error=f'<p class="error" role="alert">{html.escape(reason)}</p>')
         return HTMLResponse(page, 401)
+    services(request).logins.succeeded(client)
     resp = RedirectResponse("/", 303)
     secure = request.url.scheme == "https"
     resp.set_cookie(sessions.COOKIE, sessions.issue(token, cfg.signing_keys[0], protocol.now_ms()),
