@@ -4,8 +4,10 @@ when it is unreachable, skips elsewhere)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests import harness
@@ -13,6 +15,7 @@ from tests import harness
 pytestmark = pytest.mark.e2e
 
 APP = Path(__file__).parent / "apps" / "durable_app.py"
+PRIMITIVES_APP = Path(__file__).parent / "apps" / "primitives_app.py"
 
 
 def test_dev_on_postgres_survives_a_kill9_during_a_sleep(tmp_path: Path, pg_db: str) -> None:
@@ -95,3 +98,59 @@ def test_a_dead_nodes_calls_are_taken_over_after_its_lease(tmp_path: Path, pg_db
         a.stop()
         b.stop()
         app.stop()
+
+
+async def _listening_backends(url: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()")
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def _terminate(url: str, pids: list[int]) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for pid in pids:
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+
+
+def test_a_node_hears_other_nodes_syncs_after_losing_its_listen_connection(tmp_path: Path, pg_db: str) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (marks / "release").touch()  # the parallel steps of the second app need not wait
+    a = harness.ServerProcess(tmp_path / "a.db", tmp_path / "a.log", extra_args=["--postgres-uri", pg_db])
+    b = harness.ServerProcess(tmp_path / "b.db", tmp_path / "b.log", extra_args=["--postgres-uri", pg_db])
+    app = harness.AppProcess(APP, tmp_path / "app.log", env={**harness.sdk_env(a.url), "E2E_DIR": str(marks)})
+    later = harness.AppProcess(PRIMITIVES_APP, tmp_path / "later.log",
+                               env={**harness.sdk_env(a.url), "E2E_DIR": str(marks)})
+    try:
+        app.start()
+        later.start()
+        a.app_urls = [app.url]
+        a.start()
+        b.start()
+        api_a, api_b = harness.Api(a.url), harness.Api(b.url)
+        harness.wait_synced(api_b, ["e2e-many"])
+        # Both nodes' LISTEN connections are cut (as pg_terminate_backend or a PostgreSQL restart would).
+        pids = harness.wait_until(lambda: (p := asyncio.run(_listening_backends(pg_db))) and len(p) == 2 and p,
+                                  10, "both nodes to LISTEN")
+        asyncio.run(_terminate(pg_db, pids))
+        harness.wait_until(lambda: "LISTEN connection back" in b.log_path.read_text(errors="replace"), 15,
+                           "node b to reconnect its LISTEN connection")
+        # An app synced through node a afterwards: node b learns its functions and starts their runs.
+        resp = api_a.http.post("/v1/apps/sync", json={"url": later.url})
+        assert resp.status_code == 200, resp.text
+        (event_id,) = api_b.send([{"name": "e2e/parallel", "data": {}}])
+        (run_id,) = harness.wait_runs_for_event(api_b, event_id)
+        run = harness.wait_run(api_b, run_id, "COMPLETED", timeout=30)
+        assert run["function_id"] == "e2e-prim-parallel"
+    finally:
+        a.stop()
+        b.stop()
+        app.stop()
+        later.stop()
