@@ -149,7 +149,7 @@ class Pool:
                 try:
                     await conn.fetchval("SELECT 1", timeout=LISTEN_CHECK_TIMEOUT_S)
                     continue
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever the driver says, the connection is no use
                     log.warning("LISTEN connection not answering (%r); reconnecting", exc)
             else:
                 log.warning("LISTEN connection lost; reconnecting")
@@ -185,8 +185,10 @@ class Pool:
                 await watcher
         if self._listener is not None:
             listener, self._listener = self._listener, None
-            with contextlib.suppress(asyncpg.InterfaceError, OSError):
+            try:
                 await listener.close(timeout=LISTEN_CHECK_TIMEOUT_S)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                listener.terminate()  # lost or hung: nothing to close politely
         self._channels.clear()
         if self._foreground is not None:
             foreground, self._foreground = self._foreground, None
