@@ -179,6 +179,12 @@ SCHEMAS: dict[str, Schema] = {
                                  "(only when it failed)"},
         "child_run_id": {"type": ["string", "null"],
                          "description": "invoke steps only: the run it started (null until created)"},
+        "waiting_for": obj({
+            "event": {"type": "string", "description": "the name of the event it waits for"},
+            "if": {"type": ["string", "null"], "description": "the condition left for that event (`async.` "
+                                                               "is the event awaited), or null: any"},
+            "expires_at": nullable(MS),
+        }, description="a `WaitForEvent` step still waiting: what for, and until when"),
     }, ["id", "hash", "op", "status", "started_at", "ended_at", "attempts"]),
     "RunDetail": obj({
         **RUN_PROPERTIES,

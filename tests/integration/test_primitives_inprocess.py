@@ -51,9 +51,13 @@ async def test_wait_for_event_resumes_with_the_matching_event_only(stack: Stack)
     early = await stack.send("shop/shipped", {"id": "o1", "early": True})  # before the wait: must not count
     e1 = await stack.send("shop/order", {"id": "o1"})
     e2 = await stack.send("shop/order", {"id": "o2"})
-    await wait_step(stack, e1, "ship")
+    waiting = await wait_step(stack, e1, "ship")
     await wait_step(stack, e2, "ship")
     assert early
+    # The run's page says what the step waits for: the event, the condition left for it, until when.
+    assert waiting["status"] == "waiting", waiting
+    assert waiting["waiting_for"]["event"] == "shop/shipped" and "o1" in waiting["waiting_for"]["if"], waiting
+    assert waiting["waiting_for"]["expires_at"] >= waiting["started_at"] + 29_000
     await stack.send("shop/shipped", {"id": "other"})
     await stack.send("shop/shipped", {"id": "o2", "n": 2})
     run2 = await stack.wait_run(e2)
@@ -62,6 +66,9 @@ async def test_wait_for_event_resumes_with_the_matching_event_only(stack: Stack)
     await stack.send("shop/shipped", {"id": "o1", "n": 1})
     run1 = await stack.wait_run(e1)
     assert run1["output"] == {"id": "o1", "n": 1}
+    (matched,) = run1["steps"]
+    assert matched["status"] == "completed" and "waiting_for" not in matched
+    assert matched["output"]["name"] == "shop/shipped" and matched["output"]["data"] == {"id": "o1", "n": 1}
 
 
 async def test_wait_for_event_times_out_with_none(stack: Stack) -> None:

@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 APP = Path(__file__).parent / "apps" / "ui_app.py"
 FUNCTIONS = ("ui-hello", "ui-fail", "ui-sleeper", "ui-pipeline", "ui-checkout", "ui-gate", "ui-approval",
-             "ui-parent")
+             "ui-parent", "ui-snooze")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
 #: How long an `expect` or action waits (ms): a run's progress reaches the page within a second or so on
 #: an idle machine; the margin is for a loaded one (`make test` runs everything two at a time).

@@ -190,8 +190,17 @@ def test_cancel_a_sleeping_run_from_its_page(ui: UI) -> None:
     expect(run_status(page)).to_have_text("RUNNING")
     expect(step(page, "nap")).to_have_attribute("data-step-status", "sleeping")
     ui.shot()
+    page.get_by_test_id("cancel-run").click()  # asks first
+    dialog = page.get_by_role("dialog", name="Cancel run")
+    expect(dialog).to_contain_text(run_id)
+    ui.shot()
+    dialog.get_by_role("button", name="Back").click()  # changed my mind: nothing happens
+    expect(dialog).to_have_count(0)
+    assert ui.api.run(run_id)["status"] == "RUNNING"
     page.get_by_test_id("cancel-run").click()
+    page.get_by_test_id("cancel-run-confirm").click()
     expect(run_status(page)).to_have_text("CANCELLED")
+    expect(dialog).to_have_count(0)
     expect(page.get_by_test_id("cancel-run")).to_have_count(0)
     expect(page.get_by_test_id("run-error")).to_have_text("FunctionCancelled: cancelled through the API")
     # The sleep will never end now: shown as interrupted, not as sleeping for another hour.
@@ -367,3 +376,207 @@ def test_a_failed_resync_says_why(ui: UI) -> None:
     expect(result).to_have_class(re.compile(r"\bbad\b"))
     expect(app_row.locator("td.error")).to_contain_text("could not sync the app")  # its last error, reloaded
     ui.shot()
+
+
+def test_runs_filters_live_in_the_url_for_back_reload_and_sharing(ui: UI) -> None:
+    ada = harness.send_and_get_run(ui.api, "ui/hello", {"who": "ada"})
+    grace = harness.send_and_get_run(ui.api, "ui/hello", {"who": "grace"})
+    failed = harness.send_and_get_run(ui.api, "ui/fail", {"who": "grace"})
+    for run_id in (ada, grace):
+        harness.wait_run(ui.api, run_id)
+    harness.wait_run(ui.api, failed, "FAILED")
+    page = ui.page
+    page.goto("/#/runs")
+    expect(page.get_by_test_id("run-row")).to_have_count(3)
+    page.get_by_test_id("filter-status").select_option("COMPLETED")
+    page.get_by_test_id("filter-function").select_option("ui-hello")
+    page.get_by_test_id("search").fill("grace")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_test_id("run-row")).to_have_count(1)
+    expect(row(page, grace)).to_be_visible()
+    expect(page).to_have_url(re.compile(r"#/runs\?.*status=COMPLETED"))
+    url = page.url
+    assert "function_id=ui-hello" in url and "q=grace" in url, url
+
+    def filtered_list(p: Page) -> None:
+        expect(p.get_by_test_id("run-row")).to_have_count(1)
+        expect(row(p, grace)).to_be_visible()
+        expect(p.get_by_test_id("filter-status")).to_have_value("COMPLETED")
+        expect(p.get_by_test_id("filter-function")).to_have_value("ui-hello")
+        expect(p.get_by_test_id("search")).to_have_value("grace")
+
+    page.reload()
+    filtered_list(page)
+    row(page, grace).click()
+    expect(run_status(page)).to_have_text("COMPLETED")
+    page.go_back()  # Back to the list as it was filtered
+    filtered_list(page)
+    ui.shot()
+    page.go_back()  # and each filter change is a step back
+    expect(page.get_by_test_id("search")).to_have_value("")
+    expect(page.get_by_test_id("run-row")).to_have_count(2)
+    shared = ui.browsing.context.new_page()  # a link someone shared
+    try:
+        shared.goto(url)
+        filtered_list(shared)
+    finally:
+        shared.close()
+
+
+def test_each_function_links_to_its_runs(ui: UI) -> None:
+    failed = harness.send_and_get_run(ui.api, "ui/fail", {})
+    hello = harness.send_and_get_run(ui.api, "ui/hello", {})
+    harness.wait_run(ui.api, failed, "FAILED")
+    harness.wait_run(ui.api, hello)
+    page = ui.page
+    page.goto("/#/functions")
+    page.locator('[data-testid="function-row"][data-function-id="ui-fail"]').get_by_test_id("function-runs").click()
+    expect(page).to_have_url(re.compile(r"#/runs\?function_id=ui-fail$"))
+    expect(page.get_by_test_id("filter-function")).to_have_value("ui-fail")
+    expect(page.get_by_test_id("run-row")).to_have_count(1)
+    expect(row(page, failed)).to_be_visible()
+    ui.shot()
+    row(page, failed).click()
+    page.get_by_test_id("run-page").get_by_test_id("function-runs").click()  # and so does a run's page
+    expect(page.get_by_test_id("filter-function")).to_have_value("ui-fail")
+    expect(page.get_by_test_id("run-row")).to_have_count(1)
+
+
+def test_a_long_sleep_runs_to_the_timelines_edge_and_says_the_day_it_wakes(ui: UI) -> None:
+    run_id = harness.send_and_get_run(ui.api, "ui/snooze")
+    wait_sleeping(ui, run_id, "hibernate")
+    wake = next(s["ended_at"] for s in ui.api.run(run_id)["steps"] if s["id"] == "hibernate")
+    page = ui.page
+    page.goto(f"/#/runs/{run_id}")
+    hibernate = step(page, "hibernate")
+    expect(hibernate).to_have_attribute("data-step-status", "sleeping")
+    # The label names the wake time with its date (three days on is never today).
+    expected = page.evaluate("(ms) => `until ${new Date(ms).toLocaleString()}`", wake)
+    assert page.evaluate("(ms) => new Date(ms).toLocaleDateString()", wake) in expected
+    expect(hibernate.get_by_test_id("step-label")).to_have_text(expected)
+    ui.shot()
+    track = step(page, "work").locator(".track").bounding_box()
+    work = step(page, "work").locator(".bar").bounding_box()
+    sleep = hibernate.locator(".bar").bounding_box()
+    assert track and work and sleep
+    # The scale ends now, not in three days: the one-second step keeps a visible share of it ...
+    assert work["width"] > 0.03 * track["width"], (work, track)
+    # ... and the sleep runs from its start to the right edge.
+    assert abs(sleep["x"] + sleep["width"] - (track["x"] + track["width"])) <= 2, (sleep, track)
+    assert sleep["x"] >= work["x"] + work["width"] - 2, (sleep, work)
+
+
+def test_the_runs_list_shows_a_new_run_and_its_progress_without_a_reload(ui: UI) -> None:
+    page = ui.page
+    page.goto("/#/runs")
+    expect(page.get_by_test_id("run-count")).to_have_text("0 runs")
+    expect(page.get_by_test_id("live")).to_have_text("live")
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    run_id = harness.send_and_get_run(ui.api, "ui/pipeline", {"order": 1})  # holds until released
+    expect(row(page, run_id).get_by_test_id("status")).to_have_text("RUNNING")
+    expect(page.get_by_test_id("run-count")).to_have_text("1 run")
+    ui.shot()
+    (ui.dir / "release").touch()
+    expect(row(page, run_id).get_by_test_id("status")).to_have_text("COMPLETED")
+    ui.shot()
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded instead of updating live"
+
+
+def test_a_run_waiting_for_an_event_shows_the_wait_then_the_matched_event(ui: UI) -> None:
+    run_id = harness.send_and_get_run(ui.api, "ui/order", {"order": "o-7"})
+    harness.wait_until(lambda: any(s["status"] == "waiting" for s in ui.api.run(run_id)["steps"]), 15,
+                       f"run {run_id} to wait")
+    page = ui.page
+    page.goto(f"/#/runs/{run_id}")
+    wait = step(page, "await-approval")
+    expect(wait).to_have_attribute("data-step-status", "waiting")
+    expect(wait.get_by_test_id("step-label")).to_have_text("waiting for ui/approved")
+    wait.locator(".head").click()
+    expect(wait.get_by_test_id("waiting-for")).to_contain_text("ui/approved")
+    expect(wait.get_by_test_id("waiting-for")).to_contain_text("o-7")  # the condition, with this run's order
+    ui.shot()
+    (event_id,) = ui.api.send({"name": "ui/approved", "data": {"order": "o-7", "by": "grace"}})
+    expect(run_status(page)).to_have_text("COMPLETED")
+    expect(wait).to_have_attribute("data-step-status", "completed")
+    expect(wait.get_by_test_id("matched-event")).to_contain_text("matched event ui/approved")
+    expect(wait.get_by_test_id("matched-event")).to_contain_text(event_id)
+    expect(wait.get_by_test_id("step-output")).to_contain_text('"by": "grace"')
+    expect(page.get_by_test_id("run-output")).to_contain_text('"approved_by": "grace"')
+    ui.shot()
+
+
+def test_an_events_runs_follow_them_live_and_a_failed_load_can_be_retried(ui: UI) -> None:
+    (event_id,) = ui.api.send({"name": "ui/order", "data": {"order": "o-9"}})
+    (run_id,) = harness.wait_runs_for_event(ui.api, event_id)
+    wait_status(ui, run_id, "RUNNING")
+    page = ui.page
+    failures = [1]
+
+    def fail_once(route: Any) -> None:
+        if failures:
+            failures.pop()
+            route.fulfill(status=500, json={"error": "the store is unavailable"})
+        else:
+            route.continue_()
+
+    page.route("**/v1/events/*/runs", fail_once)
+    page.goto("/#/events")
+    page.locator('[data-testid="event-row"][data-event-name="ui/order"]').click()
+    expect(page.get_by_test_id("event-runs-error")).to_contain_text("the store is unavailable")
+    ui.shot()
+    page.get_by_test_id("event-runs-retry").click()
+    run = page.locator(f'[data-testid="event-run"][data-run-id="{run_id}"]')
+    expect(run.get_by_test_id("status")).to_have_text("RUNNING")
+    expect(page.get_by_test_id("event-runs-error")).to_have_count(0)
+    ui.api.send({"name": "ui/approved", "data": {"order": "o-9", "by": "ada"}})
+    expect(run.get_by_test_id("status")).to_have_text("COMPLETED")  # the open row follows its run
+    ui.shot()
+
+
+def test_an_invoke_step_links_to_its_child_run(ui: UI) -> None:
+    parent = harness.send_and_get_run(ui.api, "ui/parent")
+    done = harness.wait_run(ui.api, parent)
+    child = next(s["child_run_id"] for s in done["steps"] if s["id"] == "call-hello")
+    assert child
+    page = ui.page
+    page.goto(f"/#/runs/{parent}")
+    expect(run_status(page)).to_have_text("COMPLETED")
+    invoke = step(page, "call-hello")
+    invoke.locator(".head").click()
+    link = invoke.get_by_test_id("child-run")
+    expect(link).to_have_text(child)
+    ui.shot()
+    link.click()
+    expect(page.get_by_test_id("run-page")).to_have_attribute("data-run-id", child)
+    expect(run_status(page)).to_have_text("COMPLETED")
+    expect(page.get_by_test_id("run-output")).to_contain_text("Hello, the parent!")
+    expect(page.get_by_test_id("parent-run")).to_have_text(parent)  # and back
+    ui.shot()
+
+
+def test_rerun_from_the_start_with_an_edited_payload(ui: UI) -> None:
+    original = harness.send_and_get_run(ui.api, "ui/hello", {"who": "ada"})
+    harness.wait_run(ui.api, original)
+    page = ui.page
+    page.goto(f"/#/runs/{original}")
+    expect(page.get_by_test_id("run-output")).to_contain_text("Hello, ada!")
+    page.get_by_test_id("rerun").click()
+    dialog = page.get_by_role("dialog", name="Rerun")
+    expect(dialog.get_by_test_id("rerun-step")).to_have_value("")  # from the beginning
+    dialog.get_by_test_id("rerun-edit").check()
+    editor = dialog.get_by_test_id("rerun-data")
+    expect(editor).to_have_value(re.compile(r'"who": "ada"'))  # starts from the event's data
+    editor.fill('{"who": "ada, edited"}')
+    ui.shot()
+    dialog.get_by_test_id("rerun-confirm").click()
+    expect(page).not_to_have_url(re.compile(f"#/runs/{original}$"))
+    rerun = page.url.rsplit("/", 1)[-1]
+    expect(page.get_by_test_id("run-page")).to_have_attribute("data-run-id", rerun)
+    expect(run_status(page)).to_have_text("COMPLETED")
+    expect(page.get_by_test_id("run-output")).to_contain_text("Hello, ada, edited!")
+    expect(page.get_by_test_id("event-payload")).to_contain_text('"who": "ada, edited"')
+    expect(step(page, "greet")).to_have_attribute("data-kept", "false")  # run again, not kept
+    ui.shot()
+    done = harness.wait_run(ui.api, rerun)
+    assert done["rerun_of"] == original and done["rerun_from_step"] is None
+    assert ui.api.run(original)["output"] == "Hello, ada!"  # the original is untouched

@@ -175,6 +175,14 @@ async def get_run(request: Request) -> Response:
     for step in out["steps"]:
         if step["op"] == protocol.Opcode.INVOKE_FUNCTION.value:
             step["child_run_id"] = links.children.get(step["hash"])  # None until the child run is created
+    if any(s["status"] == base.StepStatus.WAITING.value and s["op"] == protocol.Opcode.WAIT_FOR_EVENT.value
+           for s in out["steps"]):
+        pauses = {p.step_hash: p for p in await store.pauses_for_run(run_id)}
+        for step in out["steps"]:
+            pause = pauses.get(step["hash"]) if step["status"] == base.StepStatus.WAITING.value else None
+            if pause is not None and step["op"] == protocol.Opcode.WAIT_FOR_EVENT.value:
+                step["waiting_for"] = {"event": pause.event_name, "if": pause.expression,
+                                       "expires_at": pause.expires_at}
     return json_response({"data": out})
 
 

@@ -107,6 +107,17 @@ async def parent(ctx: ratchet.Context) -> dict:
     return {"child_said": greeting}
 
 
-FUNCTIONS = [hello, fail, sleeper, pipeline, checkout, gate, approval, parent]
+@client.function(id="snooze", name="Snooze", trigger=ratchet.on_event("ui/snooze"))
+async def snooze(ctx: ratchet.Context) -> str:
+    async def work() -> str:
+        await asyncio.sleep(1.0)  # a step of a second, to see on the timeline next to a sleep of days
+        return "worked"
+
+    await ctx.step.run("work", work)
+    await ctx.step.sleep("hibernate", timedelta(days=3))
+    return "rested"
+
+
+FUNCTIONS = [hello, fail, sleeper, pipeline, checkout, gate, approval, parent, snooze]
 app = fastapi.FastAPI()
 ratchet.sdk.fastapi.serve(app, client, FUNCTIONS)

@@ -82,13 +82,22 @@ function useLive(refresh) {
 
 function useLiveState() {
   const [s, setS] = useState(liveState);
-  useEffect(() => { liveWatchers.add(setS); return () => liveWatchers.delete(setS); }, []);
+  useEffect(() => {
+    liveWatchers.add(setS);
+    setS(liveState); // the stream may have said hello between the first render and this effect
+    return () => liveWatchers.delete(setS);
+  }, []);
   return s;
 }
 
 // ------------------------------------------------------------------------------------------------ helpers
 
 const fmtTime = (ms) => (ms ? new Date(ms).toLocaleString() : "");
+// A time of day, with its date when it is not today (a sleep that wakes next week).
+function fmtWhen(ms) {
+  const d = new Date(ms);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+}
 function fmtDuration(ms) {
   if (ms === null || ms === undefined) return "";
   if (ms < 1000) return `${ms} ms`;
@@ -172,10 +181,38 @@ function rangeBounds(f) {
   return span ? { from: Date.now() - span, to: undefined } : { from: undefined, to: undefined };
 }
 
-function RunsPage() {
-  const [filters, setFilters] = useState({ status: "", function_id: "", app_id: "", range: "all", from: "", to: "", q: "" });
-  const [search, setSearch] = useState("");
-  const [cursors, setCursors] = useState([]); // `before` of each page shown so far; [] is the first page
+// The runs list's filters live in the URL (`#/runs?status=FAILED&function_id=...`), so Back, a reload and a
+// shared link keep them. Each change is a new history entry.
+const NO_FILTERS = { status: "", function_id: "", app_id: "", range: "all", from: "", to: "", q: "" };
+
+function hashQuery() {
+  const hash = location.hash || "";
+  const i = hash.indexOf("?");
+  return i < 0 ? "" : hash.slice(i + 1);
+}
+
+function parseFilters(query) {
+  const p = new URLSearchParams(query);
+  const f = { ...NO_FILTERS };
+  for (const k of Object.keys(NO_FILTERS)) if (p.has(k)) f[k] = p.get(k);
+  if (!Object.hasOwn(RANGES, f.range)) f.range = "all";
+  if (f.status && !STATUSES.includes(f.status)) f.status = "";
+  return f;
+}
+
+const runsHash = (f) => `#/runs${qs(Object.fromEntries(Object.entries(f).filter(([k, v]) => v !== NO_FILTERS[k])))}`;
+
+function RunsPage({ query }) {
+  const filters = parseFilters(query);
+  // Read from the URL at the moment of the change: two changes before a re-render must not undo each other.
+  const setFilters = (update) => { location.hash = runsHash(update(parseFilters(hashQuery()))); };
+  const [search, setSearch] = useState(filters.q);
+  useEffect(() => setSearch(filters.q), [filters.q]); // Back to a list with another search
+  const fkey = JSON.stringify(filters);
+  // `before` of each page shown so far ([] is the first page), for the filters they were shown with.
+  const [paging, setPaging] = useState({ key: fkey, cursors: [] });
+  const cursors = paging.key === fkey ? paging.cursors : [];
+  const setCursors = (c) => setPaging({ key: fkey, cursors: c });
   const [bulk, setBulk] = useState(null);
   const [notice, setNotice] = useState(null);
   const [meta] = useLoad(async () => ({
@@ -190,8 +227,7 @@ function RunsPage() {
     return { runs: page.data, count: count.data.count, capped: count.data.capped };
   }, [key]);
   useLive(reload);
-  // Functional updates: two changes before a re-render must not undo each other.
-  const set = (k) => (e) => { const v = e.target.value; setCursors([]); setFilters((f) => ({ ...f, [k]: v })); };
+  const set = (k) => (e) => { const v = e.target.value; setFilters((f) => ({ ...f, [k]: v })); };
   const fnName = (id) => (meta.data?.functions.find((f) => f.id === id)?.name) || id;
 
   // Bulk actions take the list's filters, so they act on the runs listed (those of the chosen status, app,
@@ -237,7 +273,7 @@ function RunsPage() {
       ${filters.range === "custom" && html`
         <label>From<input type="datetime-local" value=${filters.from} onChange=${set("from")} /></label>
         <label>To<input type="datetime-local" value=${filters.to} onChange=${set("to")} /></label>`}
-      <form class="row" onSubmit=${(e) => { e.preventDefault(); setCursors([]); setFilters((f) => ({ ...f, q: search.trim() })); }}>
+      <form class="row" onSubmit=${(e) => { e.preventDefault(); setFilters((f) => ({ ...f, q: search.trim() })); }}>
         <label>Search<input type="search" placeholder="run id or event data" value=${search} size="28"
           onInput=${(e) => setSearch(e.target.value)} data-testid="search" /></label>
         <button type="submit">Search</button>
@@ -283,10 +319,14 @@ function StepDetail({ step }) {
                                     : html`<div>ended</div><div>${fmtTime(step.ended_at)}</div>`}
       <div>attempts</div><div>${step.attempts}</div>
       ${step.child_run_id && html`<div>child run</div><div><a href=${`#/runs/${step.child_run_id}`} data-testid="child-run">${step.child_run_id}</a></div>`}
+      ${step.waiting_for && html`<div>waits for</div><div data-testid="waiting-for"><code>${step.waiting_for.event}</code>
+        ${step.waiting_for.if && html` if <code>${step.waiting_for.if}</code>`}
+        ${step.waiting_for.expires_at && html` <span class="muted">(until ${fmtWhen(step.waiting_for.expires_at)})</span>`}</div>`}
     </div>
     ${step.error && html`<div class="error"><b>${step.error.name || "Error"}</b>: ${step.error.message}</div>
       ${step.error.stack && html`<pre data-testid="step-stack">${step.error.stack}</pre>`}`}
-    ${"output" in step && step.op === "WaitForEvent" && step.status === "completed" && html`<div class="muted">${step.output ? "matched event" : "timed out (no matching event)"}</div>`}
+    ${"output" in step && step.op === "WaitForEvent" && step.status === "completed" && html`<div class="muted" data-testid="matched-event">${step.output
+      ? html`matched event <code>${step.output.name}</code> <span class="mono">${step.output.id || ""}</span>` : "timed out (no matching event)"}</div>`}
     ${"output" in step && step.output !== undefined && html`<pre data-testid="step-output">${pretty(step.output)}</pre>`}
   </div>`;
 }
@@ -300,25 +340,29 @@ function stepView(s, run) {
   return s;
 }
 
+// The scale runs from the run's creation to its end, or to now while it runs: a pending sleep's wake time
+// (next week) would shrink every other bar to nothing, so the sleep runs to the edge and says when it wakes.
 function Timeline({ run, onRerunFrom }) {
   const [open, setOpen] = useState({});
   const steps = run.steps.map((s) => stepView(s, run));
   const start = run.created_at;
-  const end = Math.max(run.ended_at || Date.now(), ...steps.map((s) => s.ended_at || 0), start + 1);
+  const now = Date.now();
+  const end = Math.max(run.ended_at ? Math.max(run.ended_at, ...steps.map((s) => s.ended_at || 0)) : now, start + 1);
   const span = end - start;
   const pos = (t) => `${Math.max(0, Math.min(100, ((t - start) / span) * 100))}%`;
   return html`<div class="timeline" data-testid="timeline">
     ${steps.map((s) => {
-      const sEnd = s.ended_at || Date.now();
+      const sEnd = Math.min(s.ended_at || now, end);
       const kept = run.rerun_of && s.ended_at && s.ended_at <= run.created_at; // memo copied from the run this one reruns
-      const label = s.status === "sleeping" ? `until ${new Date(s.ended_at).toLocaleTimeString()}`
-        : s.status === "waiting" ? "waiting" : `${kept ? "kept · " : ""}${fmtDuration(sEnd - s.started_at)}`;
+      const label = s.status === "sleeping" ? `until ${fmtWhen(s.ended_at)}`
+        : s.status === "waiting" ? `waiting for ${s.waiting_for ? s.waiting_for.event : "an event"}`
+        : `${kept ? "kept · " : ""}${fmtDuration(sEnd - s.started_at)}`;
       return html`<div class="step" data-testid="step" data-step-id=${s.id} data-step-status=${s.status}
           data-kept=${kept ? "true" : "false"} title=${kept ? "result kept from the run this one reruns" : ""}>
         <div class="head" onClick=${() => setOpen({ ...open, [s.hash]: !open[s.hash] })}>
           <div><span class=${`badge ${s.status}`}>${s.status}</span> <b>${s.id}</b></div>
           <div class="track"><div class=${`bar ${s.status}`} style=${{ left: pos(s.started_at), width: `calc(${pos(sEnd)} - ${pos(s.started_at)})` }}></div></div>
-          <div class="muted">${label}${s.attempts > 1 ? ` · ${s.attempts} attempts` : ""}</div>
+          <div class="muted" data-testid="step-label">${label}${s.attempts > 1 ? ` · ${s.attempts} attempts` : ""}</div>
         </div>
         ${open[s.hash] && html`<${StepDetail} step=${s} />
           <div class="row"><button onClick=${() => onRerunFrom(s)} data-testid="rerun-from-step">Rerun from this step…</button></div>`}
@@ -382,19 +426,22 @@ function RunPage({ id }) {
   useLive(reload);
   const [rerun, setRerun] = useState(null);
   const [notice, setNotice] = useState(null);
+  const [confirmCancel, setConfirmCancel] = useState(false);
+  const [cancelling, runCancel] = useBusy();
   if (state.error && !state.data) return html`<div class="notice bad">${state.error}</div>`;
   if (!state.data) return html`<p class="loading">Loading…</p>`;
   const { run, events } = state.data;
-  const cancel = async () => {
+  const cancel = () => runCancel(async () => {
     try { await api(`/v1/runs/${run.id}/cancel`, { method: "POST" }); reload(); }
     catch (e) { setNotice(e.message); }
-  };
+    setConfirmCancel(false);
+  });
   return html`<section data-testid="run-page" data-run-id=${run.id}>
     <h1>Run <span class="mono">${run.id}</span> <${Badge} status=${run.status} /></h1>
     ${notice && html`<div class="notice bad">${notice}</div>`}
     <div class="card">
       <div class="grid2">
-        <div>function</div><div><a href=${`#/functions`}>${run.function_id}</a></div>
+        <div>function</div><div><a href=${runsHash({ ...NO_FILTERS, function_id: run.function_id })} data-testid="function-runs">${run.function_id}</a></div>
         <div>created</div><div>${fmtTime(run.created_at)}</div>
         <div>started</div><div>${fmtTime(run.started_at)}</div>
         <div>ended</div><div>${fmtTime(run.ended_at)}${run.ended_at && run.started_at ? ` (${fmtDuration(run.ended_at - run.started_at)})` : ""}</div>
@@ -403,7 +450,7 @@ function RunPage({ id }) {
         ${(run.reruns || []).length > 0 && html`<div>reruns</div><div>${run.reruns.map((r) => html`<a class="mono" href=${`#/runs/${r}`}>${r}</a> `)}</div>`}
       </div>
       <div class="row" style="margin-top:10px">
-        ${!ENDED.has(run.status) && html`<button class="danger" onClick=${cancel} data-testid="cancel-run">Cancel run</button>`}
+        ${!ENDED.has(run.status) && html`<button class="danger" onClick=${() => setConfirmCancel(true)} data-testid="cancel-run">Cancel run…</button>`}
         <button onClick=${() => setRerun({ from: null })} data-testid="rerun">Rerun…</button>
       </div>
     </div>
@@ -416,6 +463,11 @@ function RunPage({ id }) {
     ${events.map((e) => html`<div class="card"><div class="row"><b>${e.name}</b><span class="muted mono">${e.id}</span>
       <span class="muted">${fmtTime(e.ts)}</span></div><pre data-testid="event-payload">${pretty(e.data)}</pre></div>`)}
     ${rerun && html`<${RerunDialog} run=${run} events=${events} fromStep=${rerun.from} onClose=${() => setRerun(null)} />`}
+    ${confirmCancel && html`<${Dialog} title="Cancel run" onClose=${() => cancelling || setConfirmCancel(false)}>
+      <p>Cancel run <span class="mono">${run.id}</span> of ${run.function_id}? It stops where it is: steps not yet run never run.</p>
+      ${ENDED.has(run.status) && html`<p class="muted">It has ended meanwhile (${run.status}).</p>`}
+      <div class="row"><button class="danger" onClick=${cancel} disabled=${cancelling || ENDED.has(run.status)} data-testid="cancel-run-confirm">Cancel run</button>
+        <button onClick=${() => setConfirmCancel(false)} disabled=${cancelling}>Back</button></div></${Dialog}>`}
   </section>`;
 }
 
@@ -447,17 +499,23 @@ function SendEvent({ onSent }) {
   </form>`;
 }
 
+// The runs an event started, fetched when its row opens and again as they progress (the live stream).
+function EventRuns({ ev }) {
+  const [runs, reload] = useLoad(async () => (await api(`/v1/events/${encodeURIComponent(ev.internal_id)}/runs`)).data,
+                                 [ev.internal_id]);
+  useLive(reload);
+  return html`<div data-testid="event-runs">Runs: ${runs.data === null ? (runs.error ? "" : "…")
+      : runs.data.length ? runs.data.map((r) => html`<span data-testid="event-run" data-run-id=${r.id}><a class="mono" href=${`#/runs/${r.id}`}>${r.id}</a> <${Badge} status=${r.status} /></span> `)
+      : html`<span class="muted">none</span>`}
+    ${runs.error && html`<span class="error" data-testid="event-runs-error">Could not load its runs: ${runs.error}</span>
+      <button onClick=${(e) => { e.stopPropagation(); reload(); }} data-testid="event-runs-retry">Retry</button>`}</div>`;
+}
+
 function EventRow({ ev }) {
   const [open, setOpen] = useState(false);
-  const [runs, setRuns] = useState(null);
-  const toggle = async () => {
-    setOpen(!open);
-    if (!open && runs === null) setRuns((await api(`/v1/events/${ev.internal_id}/runs`)).data);
-  };
-  return html`<tr class="clickable" onClick=${toggle} data-testid="event-row" data-event-name=${ev.name}>
+  return html`<tr class="clickable" onClick=${() => setOpen(!open)} data-testid="event-row" data-event-name=${ev.name}>
       <td><b>${ev.name}</b></td><td class="mono">${ev.id}</td><td>${fmtTime(ev.received_at)}</td></tr>
-    ${open && html`<tr><td colspan="3"><pre>${pretty(ev.data)}</pre>
-      <div>Runs: ${runs === null ? "…" : runs.length ? runs.map((r) => html`<a class="mono" href=${`#/runs/${r.id}`}>${r.id}</a> <${Badge} status=${r.status} /> `) : html`<span class="muted">none</span>`}</div></td></tr>`}`;
+    ${open && html`<tr><td colspan="3"><pre>${pretty(ev.data)}</pre><${EventRuns} ev=${ev} /></td></tr>`}`;
 }
 
 function EventsPage() {
@@ -511,7 +569,8 @@ function FunctionsPage() {
   return html`<section><h1>Functions</h1>
     <table data-testid="functions-table"><thead><tr><th>Function</th><th>App</th><th>Triggers</th><th>Flow control</th><th></th></tr></thead>
     <tbody>${state.data.functions.map((f) => html`<tr data-testid="function-row" data-function-id=${f.id}>
-      <td><b>${f.name}</b><div class="muted mono">${f.id}</div></td><td>${appName(f.app_id)}</td>
+      <td><b>${f.name}</b><div class="muted mono">${f.id}</div>
+        <a href=${runsHash({ ...NO_FILTERS, function_id: f.id })} data-testid="function-runs">Runs →</a></td><td>${appName(f.app_id)}</td>
       <td>${(f.config.triggers || []).map((t) => html`<div>${t.event ? html`event <code>${t.event}</code>${t.expression ? html` if <code>${t.expression}</code>` : ""}`
           : html`cron <code>${t.cron}</code>`}</div>`)}
         ${(f.cron || []).map((c) => html`<div class="muted" data-testid="next-fire">next: ${fmtTime(c.next_at)}</div>`)}</td>
@@ -524,20 +583,21 @@ function FunctionsPage() {
 function AppsPage() {
   const [state, reload] = useLoad(async () => (await api("/v1/apps")).data, []);
   const [msg, setMsg] = useState(null);
-  const resync = async (app) => {
+  const [syncing, runSync] = useBusy();
+  const resync = (app) => runSync(async () => {
     try {
       await api("/v1/apps/sync", { method: "POST", body: { url: app.url } });
       setMsg({ text: `Synced ${app.name}.` });
     } catch (e) { setMsg({ bad: true, text: e.message }); }
     reload();
-  };
+  });
   return html`<section><h1>Apps</h1>
     ${msg && html`<div class=${msg.bad ? "notice bad" : "notice"} data-testid="sync-result">${msg.text}</div>`}
     <table data-testid="apps-table"><thead><tr><th>App</th><th>URL</th><th>SDK</th><th>Functions</th><th>Synced</th><th>Last error</th><th></th></tr></thead>
     <tbody>${(state.data || []).map((a) => html`<tr data-testid="app-row">
       <td><b>${a.name}</b></td><td class="mono">${a.url}</td><td>${a.sdk} ${a.framework ? `(${a.framework})` : ""}</td>
       <td>${a.function_count}</td><td>${fmtTime(a.synced_at)}</td><td class="error">${a.error || ""}</td>
-      <td><button onClick=${() => resync(a)} data-testid="resync">Re-sync</button></td></tr>`)}</tbody></table>
+      <td><button onClick=${() => resync(a)} disabled=${syncing} data-testid="resync">Re-sync</button></td></tr>`)}</tbody></table>
   </section>`;
 }
 
@@ -568,14 +628,17 @@ function App() {
   const hash = useHash();
   const live = useLiveState();
   const [info] = useLoad(async () => (await api("/v1/info")).data, []);
-  const parts = hash.replace(/^#\/?/, "").split("/");
+  const route = hash.replace(/^#\/?/, "");
+  const q = route.indexOf("?");
+  const parts = (q < 0 ? route : route.slice(0, q)).split("/");
+  const query = q < 0 ? "" : route.slice(q + 1);
   let page;
   if (parts[0] === "runs" && parts[1]) page = html`<${RunPage} key=${parts[1]} id=${decodeURIComponent(parts[1])} />`;
   else if (parts[0] === "events") page = html`<${EventsPage} />`;
   else if (parts[0] === "functions") page = html`<${FunctionsPage} />`;
   else if (parts[0] === "apps") page = html`<${AppsPage} />`;
   else if (parts[0] === "dead-letters") page = html`<${DeadLettersPage} />`;
-  else page = html`<${RunsPage} />`;
+  else page = html`<${RunsPage} query=${query} />`;
   const link = (name, label) => html`<a href=${`#/${name}`} class=${parts[0] === name ? "active" : ""}>${label}</a>`;
   return html`<header class="top"><span class="brand">Ratchet</span>
       <nav>${link("runs", "Runs")}${link("events", "Events")}${link("functions", "Functions")}${link("apps", "Apps")}${link("dead-letters", "Dead letters")}</nav>
