@@ -6,9 +6,12 @@ For each backend it seeds a fresh store (a new SQLite file; on PostgreSQL a new 
 --pg-admin-url and dropped at the end) with `--runs` runs of 8 functions in 3 apps, each triggered by its
 own event carrying ~300 bytes of order data, created over the last 30 days, with mixed statuses (80 %
 completed, 8 % failed, 4 % cancelled, 3 % running, 3 % queued, 2 % skipped). Then it starts a real
-`ratchet dev` on that store and times each request below `--requests` times over HTTP, one at a time,
-after one warm-up request: the runs list (first page, a page deep in the list, each filter, a time range,
-searches) and its count with the same filters, the events list and a run's page.
+`ratchet dev` on that store and times, `--requests` times over HTTP after one warm-up, exactly the requests
+the dashboard makes, grouped as it sends them: a runs page (its page of 25 and its count, capped at 10,000,
+at once) for each filter, time range and search and deep in the list, a bulk action's count, the events
+pages, an event's runs and a run's page. It exits 1 if any of them takes TARGET_MS or more (p95). One
+more row, the uncapped count of a text in every run, is informational: printed, never failing the run
+(the dashboard does not ask it).
 
 `main(argv)` prints the table; `measure(...)` returns the figures as a dict for `python -m bench`.
 
@@ -244,8 +247,42 @@ async def _run_with_steps(store: base.Store, fn: tuple[str, str, str, float], no
 # ------------------------------------------------------------------------------------------------ timing
 
 
-def requests_of(seeded: Seeded) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, path, query) of each timed request: what the dashboard's pages ask for."""
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One HTTP request: GET unless `body` is given (then a POST of that JSON)."""
+
+    path: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    body: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Timed:
+    """What one row of the table times: `stages` one after the other, the calls of a stage sent together,
+    as the dashboard sends them (a runs page asks for its page and its capped count at once; a run's page
+    asks for the run, then its events), timed until the last answer. `informational` rows are not requests
+    the dashboard makes: they are printed, never held to TARGET_MS."""
+
+    label: str
+    stages: tuple[tuple[Call, ...], ...]
+    informational: bool = False
+
+
+#: The dashboard's runs count stops here ("10,000+ runs").
+COUNT_CAP = 10_000
+
+
+def runs_page(label: str, filters: dict[str, Any], before: str | None = None) -> Timed:
+    """A runs page as the dashboard loads it: a page of 25 and the count (up to COUNT_CAP), together."""
+    page = {**filters, "limit": PAGE} | ({"before": before} if before else {})
+    return Timed(f"runs page: {label}", ((Call("/v1/runs", page),
+                                          Call("/v1/runs/count", {**filters, "at_most": COUNT_CAP})),))
+
+
+def requests_of(seeded: Seeded) -> list[Timed]:
+    """What each row times: the requests the dashboard's pages make (a runs page with each filter, deep
+    pages, a bulk action's count, the events pages, an event's runs, a run's page), and one informational
+    row, the uncapped count of a text found in every run (the dashboard never asks it)."""
     ids_sorted = seeded.run_ids
     deep = ids_sorted[len(ids_sorted) // 2]  # the cursor of a page halfway down the list
     day_from = seeded.start_ms + 15 * DAY_MS
@@ -253,7 +290,6 @@ def requests_of(seeded: Seeded) -> list[tuple[str, str, dict[str, Any]]]:
     filters: list[tuple[str, dict[str, Any]]] = [
         ("all", {}),
         ("status=FAILED", {"status": "FAILED"}),
-        ("status=FAILED,CANCELLED", {"status": "FAILED,CANCELLED"}),
         ("function", {"function_id": "shop-order-created"}),
         ("app", {"app_id": "<billing>"}),
         ("last 24 hours", {"from": seeded.end_ms - DAY_MS}),
@@ -265,41 +301,87 @@ def requests_of(seeded: Seeded) -> list[tuple[str, str, dict[str, Any]]]:
         ("q=text, no match", {"q": "no-such-text"}),
         ("q=run id", {"q": ids_sorted[len(ids_sorted) // 3]}),
     ]
-    out: list[tuple[str, str, dict[str, Any]]] = []
-    for label, params in filters:
-        out.append((f"runs {label}", "/v1/runs", {**params, "limit": PAGE}))
-    out.append(("runs deep page (before=)", "/v1/runs", {"before": deep, "limit": PAGE}))
-    out.append(("runs status deep page", "/v1/runs", {"status": "COMPLETED", "before": deep, "limit": PAGE}))
-    for label, params in filters:
-        out.append((f"count {label}", "/v1/runs/count", params))
-    # what the dashboard asks for: counting stops at 10,000 ("10,000+ runs")
-    out.append(("count q=text, every run, at_most=10000 (dashboard)", "/v1/runs/count",
-                {"q": "example.com", "at_most": 10_000}))
-    out.append(("events first page", "/v1/events", {"limit": PAGE}))
-    out.append(("events deep page", "/v1/events", {"limit": PAGE, "before": seeded.deep_event_cursor}))
-    out.append(("run page", f"/v1/runs/{seeded.detail_run}", {}))
+    out = [runs_page(label, params) for label, params in filters]
+    out.append(runs_page("deep (before=)", {}, before=deep))
+    out.append(runs_page("status deep", {"status": "COMPLETED"}, before=deep))
+    out.append(Timed("runs page: functions, then apps", ((Call("/v1/functions"),), (Call("/v1/apps"),))))
+    # A bulk action's count before it asks to confirm (a function's runs; with a status, as filtered).
+    fn = {"function_id": "shop-order-created", "dry_run": True}
+    out.append(Timed("bulk cancel count: function", ((Call("/v1/runs/cancel", body=fn),),)))
+    out.append(Timed("bulk replay count: function, FAILED",
+                     ((Call("/v1/runs/replay", body={**fn, "status": "FAILED"}),),)))
+    out.append(Timed("events page", ((Call("/v1/events", {"limit": PAGE}),),)))
+    out.append(Timed("events page: deep",
+                     ((Call("/v1/events", {"limit": PAGE, "before": seeded.deep_event_cursor}),),)))
+    out.append(Timed("events page: by name", ((Call("/v1/events", {"limit": PAGE, "name": "shop/order.paid"}),),)))
+    out.append(Timed("an event's runs", ((Call("/v1/events/<detail-event>/runs"),),)))
+    out.append(Timed("run page: the run, then its event",
+                     ((Call(f"/v1/runs/{seeded.detail_run}"),), (Call("/v1/events/<detail-event>"),))))
+    out.append(Timed("count q=text, every run, uncapped (informational)",
+                     ((Call("/v1/runs/count", {"q": "example.com"}),),), informational=True))
     return out
 
 
-def time_requests(base_url: str, seeded: Seeded, requests: int) -> dict[str, dict[str, Any]]:
+async def _send(http: httpx.AsyncClient, call: Call, names: dict[str, str]) -> httpx.Response:
+    def fill(v: Any) -> Any:
+        return names.get(v, v) if isinstance(v, str) else v
+
+    path = call.path
+    for placeholder, value in names.items():
+        path = path.replace(placeholder, value)
+    params = {k: fill(v) for k, v in call.params.items()}
+    if call.body is not None:
+        return await http.post(path, params=params, json=call.body)
+    return await http.get(path, params=params)
+
+
+async def _time_all(base_url: str, seeded: Seeded, requests: int) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
-    with httpx.Client(base_url=base_url, timeout=60) as http:
-        apps = {a["name"]: a["id"] for a in http.get("/v1/apps").json()["data"]}
-        for label, path, params in requests_of(seeded):
-            params = {k: (apps["billing"] if v == "<billing>" else v) for k, v in params.items()}
-            first = http.get(path, params=params)  # warm-up, and a check that the answer is right
-            assert first.status_code == 200, (label, first.status_code, first.text)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        apps = {a["name"]: a["id"] for a in (await http.get("/v1/apps")).json()["data"]}
+        detail = (await http.get(f"/v1/runs/{seeded.detail_run}")).json()["data"]
+        names = {"<billing>": apps["billing"], "<detail-event>": detail["event_ids"][0]}
+        async def load(timed: Timed) -> list[httpx.Response]:
+            replies: list[httpx.Response] = []
+            for stage in timed.stages:
+                replies += await asyncio.gather(*(_send(http, c, names) for c in stage))
+            return replies
+
+        for timed in requests_of(seeded):
+            first = await load(timed)  # a warm-up, and a check that each answer is right
+            for resp in first:
+                assert resp.status_code == 200, (timed.label, str(resp.request.url), resp.status_code, resp.text)
             samples = []
             for _ in range(requests):
                 t0 = time.perf_counter()
-                resp = http.get(path, params=params)
+                replies = await load(timed)
                 samples.append((time.perf_counter() - t0) * 1000)
-                assert resp.status_code == 200, (label, resp.text)
-            body = first.json()["data"]
-            size = (body["count"] if "count" in body else len(body) if isinstance(body, list) else 1)
-            results[label] = {"p50": pct(samples, 50), "p95": pct(samples, 95), "max": max(samples),
-                              "ok": pct(samples, 95) < TARGET_MS, "rows": size}
+                assert all(r.status_code == 200 for r in replies), (timed.label, [r.text for r in replies])
+            results[timed.label] = {"p50": pct(samples, 50), "p95": pct(samples, 95), "max": max(samples),
+                                    "ok": pct(samples, 95) < TARGET_MS, "rows": _rows_shown(first),
+                                    "informational": timed.informational}
     return results
+
+
+def _rows_shown(replies: list[httpx.Response]) -> str:
+    """What the answer held: the count (capped counts as `10,000+`), or how many items came back."""
+    for resp in replies:
+        data = resp.json()["data"]
+        if isinstance(data, dict) and "count" in data:
+            return f"{data['count']:,}{'+' if data.get('capped') else ''}"
+        if isinstance(data, dict) and "matched" in data:
+            return f"{data['matched']:,}"
+    data = replies[0].json()["data"]
+    return f"{len(data):,}" if isinstance(data, list) else "1"
+
+
+def time_requests(base_url: str, seeded: Seeded, requests: int) -> dict[str, dict[str, Any]]:
+    return asyncio.run(_time_all(base_url, seeded, requests))
+
+
+def passed(figures: dict[str, Any]) -> bool:
+    """Did every request the dashboard makes answer under TARGET_MS (p95)? Informational rows do not count."""
+    return all(r["ok"] for r in figures["results"].values() if not r.get("informational"))
 
 
 @contextlib.contextmanager
@@ -329,7 +411,8 @@ def measure(backend: str, *, runs: int = 100_000, requests: int = 30, admin_url:
             seed: int = 6, log: Any = print) -> dict[str, Any]:
     """Seed a store on `backend`, start `ratchet dev` on it, time the list requests.
 
-    Returns {"backend", "runs", "seed_s", "statuses", "results": {label: {p50, p95, max, ok, rows}}}.
+    Returns {"backend", "runs", "seed_s", "statuses",
+             "results": {label: {p50, p95, max, ok, rows, informational}}}.
     """
     with tempfile.TemporaryDirectory(prefix="ratchet-bench-lists-") as tmp, \
             fresh_store(backend, Path(tmp), admin_url) as (db_path, pg_url):
@@ -349,11 +432,11 @@ def measure(backend: str, *, runs: int = 100_000, requests: int = 30, admin_url:
 def print_table(figures: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"\n{BACKENDS[figures['backend']]}: {figures['runs']:,} runs (seeded in {figures['seed_s']:.0f} s; "
           + ", ".join(f"{k} {v:,}" for k, v in figures["statuses"].items()) + ")", file=out)
-    print(f"{'request':<40} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'rows':>8}  < {TARGET_MS:.0f} ms", file=out)
+    print(f"{'request (several on a line: sent together)':<52} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} "
+          f"{'rows':>8}  < {TARGET_MS:.0f} ms", file=out)
     for label, r in figures["results"].items():
-        rows = f"{r['rows']:,}"
-        print(f"{label:<40} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['max']:>8.1f} {rows:>8}  "
-              f"{'yes' if r['ok'] else 'NO'}", file=out)
+        verdict = "(info)" if r.get("informational") else "yes" if r["ok"] else "NO"
+        print(f"{label:<52} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['max']:>8.1f} {r['rows']:>8}  {verdict}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--backends: unknown backend {backend!r} (sqlite, postgres)")
         figures = measure(backend, runs=args.runs, requests=args.requests, admin_url=args.pg_admin_url)
         print_table(figures)
-        if not all(r["ok"] for r in figures["results"].values()):
+        if not passed(figures):
             status = 1
     return status
 
