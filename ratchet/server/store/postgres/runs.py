@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import orjson
 
 from ratchet import protocol
@@ -162,11 +163,14 @@ class RunsMixin:
         one it writes (`one_statement_commands`); None when it declined because the run has concurrency
         keys (nothing was written: the caller takes the general path)."""
         until = lease_until(now, lease_ms)
-        row = await conn.fetchrow(q.APPLY, item.id, owner, item.run_id, now, until, _commands_json(commands),
-                                  protocol.DISCOVERY_STEP_ID)
+        try:
+            row = await conn.fetchrow(q.APPLY, item.id, owner, item.run_id, now, until, _commands_json(commands),
+                                      protocol.DISCOVERY_STEP_ID)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == q.APPLY_DECLINED:
+                return None
+            raise
         outcome, leased, index, future = row
-        if outcome == "keyed":
-            return None
         if outcome != "applied":
             return base.Applied(accepted=False)
         ready = []
