@@ -580,3 +580,25 @@ def test_rerun_from_the_start_with_an_edited_payload(ui: UI) -> None:
     done = harness.wait_run(ui.api, rerun)
     assert done["rerun_of"] == original and done["rerun_from_step"] is None
     assert ui.api.run(original)["output"] == "Hello, ada!"  # the original is untouched
+
+
+def test_the_events_name_filter_lives_in_the_url(ui: UI) -> None:
+    ui.api.send([{"name": "ui/hello", "data": {"who": "a"}}, {"name": "ui/fail", "data": {}}])
+    page = ui.page
+    hello = page.locator('[data-testid="event-row"][data-event-name="ui/hello"]')
+    failed = page.locator('[data-testid="event-row"][data-event-name="ui/fail"]')
+    page.goto("/#/events")
+    expect(hello).to_have_count(1)
+    expect(failed).to_have_count(1)
+    page.get_by_test_id("filter-event-name").fill("ui/fail")
+    page.get_by_test_id("filter-event-name").press("Enter")
+    expect(page).to_have_url(re.compile(r"#/events\?name=ui%2Ffail$"))
+    expect(hello).to_have_count(0)
+    expect(page.get_by_test_id("event-row")).to_have_count(1)
+    page.reload()
+    expect(page.get_by_test_id("filter-event-name")).to_have_value("ui/fail")
+    expect(failed).to_have_count(1)
+    expect(page.get_by_test_id("event-row")).to_have_count(1)
+    page.go_back()
+    expect(page.get_by_test_id("filter-event-name")).to_have_value("")
+    expect(hello).to_have_count(1)

@@ -518,15 +518,18 @@ function EventRow({ ev }) {
     ${open && html`<tr><td colspan="3"><pre>${pretty(ev.data)}</pre><${EventRuns} ev=${ev} /></td></tr>`}`;
 }
 
-function EventsPage() {
-  const [name, setName] = useState("");
-  const [cursors, setCursors] = useState([]);
+function EventsPage({ query }) {
+  const name = new URLSearchParams(query).get("name") || ""; // in the URL, as the runs list's filters
+  const [paging, setPaging] = useState({ name, cursors: [] });
+  const cursors = paging.name === name ? paging.cursors : [];
+  const setCursors = (c) => setPaging({ name, cursors: c });
   const before = cursors.length ? cursors[cursors.length - 1] : undefined;
   const [events, reload] = useLoad(async () => (await api(`/v1/events${qs({ name, limit: 25, before })}`)).data, [name, before]);
   useLive(reload);
   return html`<section><h1>Events</h1>
     <${SendEvent} onSent=${reload} />
-    <div class="card filters"><label>Name<input value=${name} onChange=${(e) => { setCursors([]); setName(e.target.value); }} placeholder="exact event name" /></label></div>
+    <div class="card filters"><label>Name<input value=${name} onChange=${(e) => { location.hash = `#/events${qs({ name: e.target.value.trim() })}`; }}
+      placeholder="exact event name" data-testid="filter-event-name" /></label></div>
     <table data-testid="events-table"><thead><tr><th>Name</th><th>Id</th><th>Received</th></tr></thead>
       <tbody>${(events.data || []).map((ev) => html`<${EventRow} key=${ev.internal_id + ev.cursor} ev=${ev} />`)}
         ${events.data && !events.data.length && html`<tr><td colspan="3" class="muted">No events${name ? " with that name" : " yet"}.</td></tr>`}</tbody></table>
@@ -634,7 +637,7 @@ function App() {
   const query = q < 0 ? "" : route.slice(q + 1);
   let page;
   if (parts[0] === "runs" && parts[1]) page = html`<${RunPage} key=${parts[1]} id=${decodeURIComponent(parts[1])} />`;
-  else if (parts[0] === "events") page = html`<${EventsPage} />`;
+  else if (parts[0] === "events") page = html`<${EventsPage} query=${query} />`;
   else if (parts[0] === "functions") page = html`<${FunctionsPage} />`;
   else if (parts[0] === "apps") page = html`<${AppsPage} />`;
   else if (parts[0] === "dead-letters") page = html`<${DeadLettersPage} />`;
