@@ -174,6 +174,9 @@ SCHEMAS: dict[str, Schema] = {
         "started_at": MS,
         "ended_at": nullable(MS),
         "attempts": {"type": "integer", "minimum": 1},
+        "input": {"description": "what the step was given, or null: its opcode's options (a sleep's `until`, "
+                                 "a wait's `event`, `if` and `timeout`, an invoke's `function_id`, `payload` "
+                                 "and `timeout`)"},
         "output": {"description": "what the step returned (absent when it failed)"},
         "error": {"description": "the step's error as the SDK reported it: `{name, message, stack}` "
                                  "(only when it failed)"},
@@ -185,7 +188,7 @@ SCHEMAS: dict[str, Schema] = {
                                                                "is the event awaited), or null: any"},
             "expires_at": nullable(MS),
         }, description="a `WaitForEvent` step still waiting: what for, and until when"),
-    }, ["id", "hash", "op", "status", "started_at", "ended_at", "attempts"]),
+    }, ["id", "hash", "op", "status", "started_at", "ended_at", "attempts", "input"]),
     "RunDetail": obj({
         **RUN_PROPERTIES,
         "reruns": {"type": "array", "items": {"type": "string"}, "description": "ids of the runs rerunning it"},

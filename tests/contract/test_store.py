@@ -172,6 +172,18 @@ async def test_save_step_is_idempotent_first_result_wins(store: base.Store) -> N
     assert run is not None and run.stack == ("h1",)
 
 
+async def test_steps_keep_their_input_and_a_resolved_wait_keeps_the_one_it_began_with(store: base.Store) -> None:
+    item = await started(store)
+    given = {"event": "app/done", "if": "event.data.id == async.data.id", "timeout": "1h"}
+    wait = base.SaveStep("w1", "wait", "WaitForEvent", base.StepStatus.WAITING, None, NOW, None, input=given)
+    applied = await store.apply(item, OWNER, [save("h1", "A"), wait, base.Enqueue("step", NOW)], NOW, LEASE)
+    resolved = base.SaveStep("w1", "wait", "WaitForEvent", base.StepStatus.COMPLETED, {"data": None}, NOW, NOW + 1)
+    await store.apply(applied.ready[0], OWNER, [resolved, base.Enqueue("step", NOW)], NOW, LEASE)
+    steps = {s.hash: s for s in await store.get_steps("run1")}
+    assert steps["h1"].input is None
+    assert steps["w1"].input == given and steps["w1"].status == base.StepStatus.COMPLETED
+
+
 async def test_apply_by_someone_else_writes_nothing(store: base.Store) -> None:
     item = await started(store)
     applied = await store.apply(item, "node-b", [save("h1", "A")], NOW, LEASE)

@@ -95,9 +95,20 @@ def test_sleep_reads_the_wake_time_from_name_and_schedules_discovery_then() -> N
     wake = "2023-11-14T22:13:30.000Z"  # NOW is 22:13:20.000Z, so +10 s
     out = decide(call(), reply(206, [op("Sleep", name=wake, opts=None)]))
     assert out == [
-        base.SaveStep(A, "a", "Sleep", base.StepStatus.SLEEPING, None, NOW, NOW + 10_000),
+        base.SaveStep(A, "a", "Sleep", base.StepStatus.SLEEPING, None, NOW, NOW + 10_000, input={"until": wake}),
         base.Enqueue("step", NOW + 10_000),
     ]
+
+
+def test_steps_record_their_input_from_the_opcode() -> None:
+    """A wait's event (from `name`) with its options, an invoke's options; a step.run without options none."""
+    wait = op("WaitForEvent", name="app/done", opts={"if": "event.data.id == async.data.id", "timeout": "1h"})
+    (save, _pause) = decide(call(), reply(206, [wait]))
+    assert save.input == {"event": "app/done", "if": "event.data.id == async.data.id", "timeout": "1h"}
+    invoke = op("InvokeFunction", name="inv", opts={"function_id": "app-child", "payload": {"data": {"k": 1}}})
+    assert decide(call(), reply(206, [invoke]))[0].input == {"function_id": "app-child",
+                                                              "payload": {"data": {"k": 1}}}
+    assert decide(call(), reply(206, [op("StepRun", data=1)]))[0].input is None
 
 
 def test_sleep_accepts_a_duration_in_opts() -> None:

@@ -53,7 +53,8 @@ def step_json(step: base.StepRecord, now: int) -> dict[str, Any]:
     if step.status == base.StepStatus.SLEEPING and step.ended_at is not None and step.ended_at <= now:
         status = base.StepStatus.COMPLETED.value  # the sleep is over
     out: dict[str, Any] = {"id": step.name, "hash": step.hash, "op": step.op, "status": status,
-                           "started_at": step.started_at, "ended_at": step.ended_at, "attempts": step.attempts}
+                           "started_at": step.started_at, "ended_at": step.ended_at, "attempts": step.attempts,
+                           "input": step.input}
     memo = step.memo
     if isinstance(memo, dict) and set(memo) == {"error"}:
         out["error"] = memo["error"]

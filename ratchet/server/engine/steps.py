@@ -176,14 +176,15 @@ def _on_ops(call: Call, ops: list[protocol.GeneratorOpcode], *, now: int, policy
                 return _fail_run("StepOutputTooLarge", f"the output of step {_step_name(op)!r} is over the "
                                  f"limit of {MAX_STEP_OUTPUT_BYTES} bytes")
             commands.append(base.SaveStep(op.id, _step_name(op), kind, base.StepStatus.COMPLETED,
-                                          {"data": op.data}, call.sent_at, now, attempts))
+                                          {"data": op.data}, call.sent_at, now, attempts, waits.step_input(op)))
             discover = True
         elif kind == protocol.Opcode.STEP_ERROR and not no_retry and attempts < call.max_attempts:
             due = retry_after if retry_after is not None else now + policy.delay_ms(call.attempt, rand)
             return [base.RetryItem(due, _error_dict(op.error))]
         elif kind in (protocol.Opcode.STEP_ERROR, protocol.Opcode.STEP_FAILED):
             commands.append(base.SaveStep(op.id, _step_name(op), kind, base.StepStatus.FAILED,
-                                          {"error": _error_dict(op.error)}, call.sent_at, now, attempts))
+                                          {"error": _error_dict(op.error)}, call.sent_at, now, attempts,
+                                          waits.step_input(op)))
             discover = True
         elif kind == protocol.Opcode.STEP_PLANNED:
             race = (op.opts or {}).get("parallelMode") == "race"
@@ -194,7 +195,8 @@ def _on_ops(call: Call, ops: list[protocol.GeneratorOpcode], *, now: int, policy
                 wake = _wake_time(op, now)
             except ValueError as exc:
                 return _fail_run("ProtocolError", str(exc))
-            commands.append(base.SaveStep(op.id, _step_name(op), kind, base.StepStatus.SLEEPING, None, now, wake))
+            commands.append(base.SaveStep(op.id, _step_name(op), kind, base.StepStatus.SLEEPING, None, now, wake,
+                                          input=waits.step_input(op)))
             commands.append(base.Enqueue(protocol.DISCOVERY_STEP_ID, max(wake, now)))
         elif kind == protocol.Opcode.WAIT_FOR_EVENT:
             commands += waits.wait_for_event(call, op, now)

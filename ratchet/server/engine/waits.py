@@ -39,6 +39,17 @@ def _step_name(op: protocol.GeneratorOpcode) -> str:
     return op.display_name or op.name or op.id
 
 
+def step_input(op: protocol.GeneratorOpcode) -> Any:
+    """What a step was given, recorded with it for people to read (`StepRecord.input`): its opcode's
+    options, with what the protocol carries in `name` instead (a sleep's wake time, a wait's event)."""
+    opts = op.opts if isinstance(op.opts, dict) else None
+    if op.op == protocol.Opcode.SLEEP:
+        return {"until": op.name, **(opts or {})}
+    if op.op == protocol.Opcode.WAIT_FOR_EVENT:
+        return {"event": op.name, **(opts or {})}
+    return opts or None
+
+
 def _ms(d: timedelta) -> int:
     return int(d.total_seconds() * 1000)
 
@@ -57,7 +68,8 @@ def make_pause(*, pid: str, run_id: str, kind: base.PauseKind, event_name: str, 
 
 def _failed_step(op: protocol.GeneratorOpcode, call: Call, now: int, message: str) -> list[base.Command]:
     error = {"name": "InvalidStep", "message": message}
-    return [base.SaveStep(op.id, _step_name(op), op.op, base.StepStatus.FAILED, {"error": error}, now, now),
+    return [base.SaveStep(op.id, _step_name(op), op.op, base.StepStatus.FAILED, {"error": error}, now, now,
+                          input=step_input(op)),
             base.Enqueue(protocol.DISCOVERY_STEP_ID, now, when_idle=not call.race)]
 
 
@@ -84,7 +96,8 @@ def wait_for_event(call: Call, op: protocol.GeneratorOpcode, now: int) -> list[b
                            expires_at=now + _ms(timeout), step_hash=op.id, step_name=_step_name(op))
     except expressions.ExpressionError as exc:
         return _failed_step(op, call, now, f"wait_for_event if: {exc}")
-    return [base.SaveStep(op.id, _step_name(op), op.op, base.StepStatus.WAITING, None, now, None),
+    return [base.SaveStep(op.id, _step_name(op), op.op, base.StepStatus.WAITING, None, now, None,
+                          input=step_input(op)),
             base.CreatePause(pause)]
 
 
@@ -110,7 +123,8 @@ def invoke(call: Call, op: protocol.GeneratorOpcode, now: int) -> list[base.Comm
     event = lifecycle.invoked_event(target_fn=target, payload=payload, correlation_id=correlation,
                                     expires_at=expires, run_id=call.run_id, step_name=_step_name(op),
                                     source_fn=call.function_slug, source_app=call.app_id)
-    return [base.SaveStep(op.id, _step_name(op), op.op, base.StepStatus.WAITING, None, now, None),
+    return [base.SaveStep(op.id, _step_name(op), op.op, base.StepStatus.WAITING, None, now, None,
+                          input=step_input(op)),
             base.CreatePause(pause), base.Emit((event,))]
 
 

@@ -114,6 +114,8 @@ class StepRecord:
     started_at: int
     ended_at: int | None
     attempts: int = 1
+    input: Any = None  #: what the step was given (its opcode's options: a wait's event and `if`, an invoke's
+    #: function and payload, a sleep's wake time), or None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -282,6 +284,7 @@ class SaveStep:
     started_at: int
     ended_at: int | None
     attempts: int = 1
+    input: Any = None  #: see `StepRecord.input`
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ def event_row(row: Row) -> base.EventRecord:
 def step_row(row: Row) -> base.StepRecord:
     return base.StepRecord(run_id=row[0], hash=row[1], name=row[2], op=row[3],
                            status=base.StepStatus(row[4]), memo=loads(row[5]), started_at=row[6],
-                           ended_at=row[7], attempts=row[8])
+                           ended_at=row[7], attempts=row[8], input=loads(row[9]))
 
 
 def item_row(row: Row) -> base.QueueItem:

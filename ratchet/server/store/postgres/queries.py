@@ -9,7 +9,7 @@ from __future__ import annotations
 RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_at, ended_at, output, "
             "stack, force_step_plan, error, rerun_of, rerun_from, invoked_by, invoked_step")
 EVENT_COLS = 'internal_id, id, name, data, ts, received_at, v, "user", seq'
-STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts"
+STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts, input"
 QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until, kind, payload, failures, failure"
 DEAD_LETTER_COLS = "id, item_id, run_id, kind, target, attempt, payload, failures, reason, created_at"
 PAUSE_COLS = ("id, run_id, kind, step_hash, step_name, event_name, expression, index_path, index_value, "
@@ -136,14 +136,14 @@ ACTIVE_SINGLETON = "SELECT id FROM runs WHERE singleton_key = $1 AND status IN (
 # ------------------------------------------------------------------------------------------------ steps
 
 STEPS = f"SELECT {STEP_COLS} FROM steps WHERE run_id = $1 ORDER BY seq"
-INSERT_STEP = (f"INSERT INTO steps ({STEP_COLS}, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+INSERT_STEP = (f"INSERT INTO steps ({STEP_COLS}, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
                "ON CONFLICT DO NOTHING")
 COMPLETE_WAITING_STEP = ("UPDATE steps SET status = $3, memo = $4, ended_at = $5 WHERE run_id = $1 AND hash = $2 "
                          "AND status = 'waiting'")
-#: `INSERT_STEP` that also sets the run's stack ($11) when the step was inserted: one round trip.
+#: `INSERT_STEP` that also sets the run's stack ($12) when the step was inserted: one round trip.
 INSERT_STEP_STACK = (f"WITH ins AS (INSERT INTO steps ({STEP_COLS}, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-                     "$10) ON CONFLICT DO NOTHING RETURNING 1), "
-                     "upd AS (UPDATE runs SET stack = $11 WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)) "
+                     "$10, $11) ON CONFLICT DO NOTHING RETURNING 1), "
+                     "upd AS (UPDATE runs SET stack = $12 WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)) "
                      "SELECT count(*) FROM ins")
 #: A sleep is in the memo only once it is over; before that the SDK must still see it pending.
 MEMO = ("SELECT hash, memo FROM steps WHERE run_id = $1 AND (status IN ('completed', 'failed') "

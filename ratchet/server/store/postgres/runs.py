@@ -48,7 +48,7 @@ def _commands_json(commands: Sequence[base.Command]) -> str:
         if isinstance(c, base.SaveStep):
             out.append({"t": "save", "hash": c.hash, "name": c.name, "op": c.op, "status": c.status.value,
                         "memo": dumps(c.memo), "started_at": c.started_at, "ended_at": c.ended_at,
-                        "attempts": c.attempts})
+                        "attempts": c.attempts, "input": None if c.input is None else dumps(c.input)})
         elif isinstance(c, base.Enqueue):
             out.append({"t": "enqueue", "target": c.target, "due_at": c.due_at, "attempt": c.attempt,
                         "when_idle": c.when_idle, "end_parallel": c.end_parallel,
@@ -219,7 +219,8 @@ class RunsMixin:
                 # The run's stack gets the step in the same statement, if it was inserted.
                 inserted = await conn.fetchval(
                     q.INSERT_STEP_STACK, run_id, cmd.hash, cmd.name, cmd.op, cmd.status.value, dumps(cmd.memo),
-                    cmd.started_at, cmd.ended_at, cmd.attempts, len(stack), dumps([*stack, cmd.hash]))
+                    cmd.started_at, cmd.ended_at, cmd.attempts, None if cmd.input is None else dumps(cmd.input),
+                    len(stack), dumps([*stack, cmd.hash]))
                 if inserted:
                     stack.append(cmd.hash)
                 elif cmd.status != base.StepStatus.WAITING:

@@ -105,6 +105,8 @@ CREATE TABLE steps (
     ended_at      BIGINT,
     attempts      INTEGER NOT NULL DEFAULT 1,
     seq           INTEGER NOT NULL,
+    -- what the step was given (its opcode's options), JSON; NULL for steps recorded before version 6
+    input         TEXT,
     PRIMARY KEY (run_id, hash)
 );
 
@@ -259,9 +261,9 @@ BEGIN
         CASE c->>'t'
         WHEN 'save' THEN
             -- A step recorded once is never recorded again: the first result wins.
-            INSERT INTO steps (run_id, hash, name, op, status, memo, started_at, ended_at, attempts, seq)
+            INSERT INTO steps (run_id, hash, name, op, status, memo, started_at, ended_at, attempts, input, seq)
             VALUES (p_run, c->>'hash', c->>'name', c->>'op', c->>'status', c->>'memo', (c->>'started_at')::BIGINT,
-                    (c->>'ended_at')::BIGINT, (c->>'attempts')::INTEGER, v_len)
+                    (c->>'ended_at')::BIGINT, (c->>'attempts')::INTEGER, c->>'input', v_len)
             ON CONFLICT DO NOTHING;
             GET DIAGNOSTICS v_n = ROW_COUNT;
             IF v_n > 0 THEN

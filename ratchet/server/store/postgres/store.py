@@ -391,7 +391,7 @@ class PostgresStore(FlowMixin, RunsMixin):
             if seq:
                 await conn.executemany(q.INSERT_STEP, [
                     (run.id, s.hash, s.name, s.op, s.status.value, dumps(s.memo), s.started_at, s.ended_at,
-                     s.attempts, seq[s.hash]) for s in steps])
+                     s.attempts, None if s.input is None else dumps(s.input), seq[s.hash]) for s in steps])
                 await conn.execute(q.SET_STACK, run.id, dumps(list(seq)))
 
         await self._pool.run(body, notify=WORK_CHANNEL)

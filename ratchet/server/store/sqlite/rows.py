@@ -22,7 +22,7 @@ from ratchet.server.store.rows import (  # noqa: F401 - re-exported for the back
 RUN_COLS = ("id, function_slug, app_id, status, event_ids, created_at, started_at, ended_at, output, "
              "stack, force_step_plan, error, rerun_of, rerun_from, invoked_by, invoked_step")
 EVENT_COLS = "internal_id, id, name, data, ts, received_at, v, user, seq"
-STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts"
+STEP_COLS = "run_id, hash, name, op, status, memo, started_at, ended_at, attempts, input"
 QUEUE_COLS = "id, run_id, target, attempt, due_at, lease_owner, lease_until, kind, payload, failures, failure"
 DEAD_LETTER_COLS = "id, item_id, run_id, kind, target, attempt, payload, failures, reason, created_at"
 PAUSE_COLS = ("id, run_id, kind, step_hash, step_name, event_name, expression, index_path, index_value, "

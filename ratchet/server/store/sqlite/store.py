@@ -497,9 +497,9 @@ class SqliteStore(FlowMixin):
             self._create_run_txn(dataclasses.replace(run, idempotency_key=None), now)
             seq = {h: i for i, h in enumerate(dict.fromkeys(s.hash for s in steps))}  # the first of a hash wins
             db.executemany(
-                f"INSERT OR IGNORE INTO steps ({STEP_COLS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO steps ({STEP_COLS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run.id, s.hash, s.name, s.op, s.status.value, dumps(s.memo), s.started_at, s.ended_at,
-                  s.attempts, seq[s.hash]) for s in steps])
+                  s.attempts, None if s.input is None else dumps(s.input), seq[s.hash]) for s in steps])
             stack = list(seq)
             if stack:
                 db.execute("UPDATE runs SET stack = ? WHERE id = ?", (dumps(stack), run.id))
@@ -597,9 +597,10 @@ class SqliteStore(FlowMixin):
             elif isinstance(cmd, base.SaveStep):
                 # A step recorded once is never recorded again: the first result wins.
                 cur = db.execute(
-                    f"INSERT OR IGNORE INTO steps ({STEP_COLS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR IGNORE INTO steps ({STEP_COLS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run_id, cmd.hash, cmd.name, cmd.op, cmd.status.value, dumps(cmd.memo),
-                     cmd.started_at, cmd.ended_at, cmd.attempts, len(stack)))
+                     cmd.started_at, cmd.ended_at, cmd.attempts, None if cmd.input is None else dumps(cmd.input),
+                     len(stack)))
                 if cur.rowcount:
                     stack.append(cmd.hash)
                     stack_changed = True

@@ -1,4 +1,4 @@
--- Version 6: `ratchet_apply`, which applies the outcome of a call in one round trip.
+-- Version 6: `ratchet_apply`, which applies the outcome of a call in one round trip, and each step's input.
 --
 -- Why a function: applying a step's reply is the store's hottest write (one per step). Sent as separate
 -- statements it took six round trips (BEGIN, take the item, lock the run, step + stack, queue the next
@@ -12,7 +12,7 @@
 -- much as the rest of the function (backend CPU per step's outcome ~370 -> ~210 us).
 --
 -- p_commands: a JSON array of the commands, in order, each with a `t`:
---   save    {hash, name, op, status, memo (JSON text), started_at, ended_at, attempts}
+--   save    {hash, name, op, status, memo (JSON text), started_at, ended_at, attempts, input (JSON text or null)}
 --   enqueue {target, due_at, attempt, when_idle, end_parallel, payload (JSON text or null)}
 --   force   {value}             finish {status, output (JSON text), error}     emit {payload (JSON text)}
 -- Declined (SQLSTATE RK001, so nothing is written): the run has concurrency keys, whose advisory locks,
@@ -21,6 +21,9 @@
 -- o_leased are the calls queued due now and leased to p_owner until p_until, o_index the positions
 -- (1-based) of their `enqueue` commands; o_future is true when other work was queued (the scheduler should
 -- look), and then the commit also notifies every node (`ratchet_work`).
+-- What a step was given (its opcode's options), shown with it; NULL for steps recorded before.
+ALTER TABLE steps ADD COLUMN input TEXT;
+
 CREATE FUNCTION ratchet_apply(p_item BIGINT, p_owner TEXT, p_run TEXT, p_now BIGINT, p_until BIGINT,
                               p_commands JSONB, p_discovery TEXT)
 RETURNS TABLE (o_outcome TEXT, o_leased BIGINT[], o_index INTEGER[], o_future BOOLEAN)
@@ -73,9 +76,9 @@ BEGIN
         CASE c->>'t'
         WHEN 'save' THEN
             -- A step recorded once is never recorded again: the first result wins.
-            INSERT INTO steps (run_id, hash, name, op, status, memo, started_at, ended_at, attempts, seq)
+            INSERT INTO steps (run_id, hash, name, op, status, memo, started_at, ended_at, attempts, input, seq)
             VALUES (p_run, c->>'hash', c->>'name', c->>'op', c->>'status', c->>'memo', (c->>'started_at')::BIGINT,
-                    (c->>'ended_at')::BIGINT, (c->>'attempts')::INTEGER, v_len)
+                    (c->>'ended_at')::BIGINT, (c->>'attempts')::INTEGER, c->>'input', v_len)
             ON CONFLICT DO NOTHING;
             GET DIAGNOSTICS v_n = ROW_COUNT;
             IF v_n > 0 THEN
