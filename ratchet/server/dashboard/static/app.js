@@ -323,6 +323,7 @@ function StepDetail({ step }) {
         ${step.waiting_for.if && html` if <code>${step.waiting_for.if}</code>`}
         ${step.waiting_for.expires_at && html` <span class="muted">(until ${fmtWhen(step.waiting_for.expires_at)})</span>`}</div>`}
     </div>
+    ${step.input != null && html`<div class="muted">input</div><pre data-testid="step-input">${pretty(step.input)}</pre>`}
     ${step.error && html`<div class="error"><b>${step.error.name || "Error"}</b>: ${step.error.message}</div>
       ${step.error.stack && html`<pre data-testid="step-stack">${step.error.stack}</pre>`}`}
     ${"output" in step && step.op === "WaitForEvent" && step.status === "completed" && html`<div class="muted" data-testid="matched-event">${step.output
