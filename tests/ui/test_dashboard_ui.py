@@ -602,3 +602,37 @@ def test_the_events_name_filter_lives_in_the_url(ui: UI) -> None:
     page.go_back()
     expect(page.get_by_test_id("filter-event-name")).to_have_value("")
     expect(hello).to_have_count(1)
+
+
+def test_send_and_invoke_stay_disabled_while_their_request_runs(ui: UI) -> None:
+    page = ui.page
+    held: list[Any] = []
+    page.route("**/v1/events", lambda route: held.append(route) if route.request.method == "POST" else route.continue_())
+    page.route("**/v1/functions/*/invoke", lambda route: held.append(route))
+
+    def wait_held(n: int) -> None:
+        harness.wait_until(lambda: (page.wait_for_timeout(20), len(held) >= n)[1], 15, f"{n} held requests")
+
+    page.goto("/#/events")
+    page.get_by_test_id("send-name").fill("ui/hello")
+    send = page.get_by_test_id("send-submit")
+    send.click()
+    expect(send).to_be_disabled()
+    page.get_by_test_id("send-form").evaluate("form => form.requestSubmit()")  # Enter, or a second click
+    wait_held(1)
+    held[0].continue_()
+    expect(page.get_by_test_id("send-result")).to_contain_text("Sent: event")
+    expect(send).to_be_enabled()
+    assert len(held) == 1 and [e["name"] for e in ui.api._data("/v1/events")] == ["ui/hello"]
+
+    page.goto("/#/functions")
+    page.locator('[data-testid="function-row"][data-function-id="ui-hello"]').get_by_test_id("invoke").click()
+    invoke = page.get_by_role("dialog").get_by_test_id("invoke-confirm")
+    invoke.click()
+    expect(invoke).to_be_disabled()
+    invoke.dispatch_event("click")
+    wait_held(2)
+    held[1].continue_()
+    expect(page.get_by_test_id("run-page")).to_be_visible()
+    assert len(held) == 2
+    assert len([r for r in ui.api.runs() if r["function_id"] == "ui-hello"]) == 2  # the event's run and one invoke
