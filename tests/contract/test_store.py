@@ -184,6 +184,35 @@ async def test_steps_keep_their_input_and_a_resolved_wait_keeps_the_one_it_began
     assert steps["w1"].input == given and steps["w1"].status == base.StepStatus.COMPLETED
 
 
+async def test_outcomes_applied_at_once_are_each_applied_as_alone(store: base.Store) -> None:
+    """Many applies at the same moment (PostgreSQL writes them in batches, one commit each): every run gets
+    its step and a leased follow-up call, and outcomes of one run in one batch see each other (the
+    second of two parallel steps is the one that queues discovery)."""
+    await store.sync_app(app_record(), [fn_record()])
+    runs = [f"run{n:02d}" for n in range(40)]
+    await store.ingest([event(f"ev{n}") for n in range(40)],
+                       [new_run(r, f"ev{n}") for n, r in enumerate(runs)], NOW)
+    items = await store.claim_due(NOW, 100, OWNER, LEASE)
+    assert len(items) == 40
+    outcomes = await asyncio.gather(*(
+        store.apply(i, OWNER, [save("h1", i.run_id), base.Enqueue("a", NOW), base.Enqueue("b", NOW)], NOW, LEASE)
+        for i in items))
+    assert all(o.accepted and [r.target for r in o.ready] == ["a", "b"] for o in outcomes)
+    if getattr(store, "one_statement", False):  # PostgreSQL: the 40 outcomes went out in a few statements
+        assert store._batcher.statements <= 4, store._batcher.statements  # type: ignore[attr-defined]
+    # the two parallel calls of every run end at once; only the later of each pair queues discovery
+    done = await asyncio.gather(*(
+        store.apply(item, OWNER, [save(h, h), base.Enqueue("step", NOW, when_idle=True)], NOW, LEASE)
+        for o in outcomes for item, h in ((o.ready[0], "ha"), (o.ready[1], "hb"))))
+    assert all(d.accepted for d in done)
+    for n, run_id in enumerate(runs):
+        assert sorted(len(d.ready) for d in done[2 * n:2 * n + 2]) == [0, 1], run_id
+        steps = await store.get_steps(run_id)
+        assert sorted((s.hash, s.memo["data"]) for s in steps) == [("h1", run_id), ("ha", "ha"), ("hb", "hb")]
+        state = await store.load_run_state(run_id, NOW)
+        assert state is not None and set(state.run.stack) == {"h1", "ha", "hb"}
+
+
 async def test_apply_by_someone_else_writes_nothing(store: base.Store) -> None:
     item = await started(store)
     applied = await store.apply(item, "node-b", [save("h1", "A")], NOW, LEASE)

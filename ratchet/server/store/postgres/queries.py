@@ -297,11 +297,10 @@ NOTIFY = "SELECT pg_notify($1, '')"
 EXTEND_LEASES = ("UPDATE queue SET lease_until = $2 WHERE id IN (SELECT id FROM queue WHERE lease_owner = $1 "
                  "AND lease_until < $2 FOR UPDATE SKIP LOCKED)")
 
-#: A call's outcome applied in one round trip by the function of migration 0006 (`RunsMixin._apply_one_statement`).
-#: The SQLSTATE with which `ratchet_apply` declines a run with concurrency keys (having written nothing).
-APPLY_DECLINED = "RK001"
-APPLY = ("SELECT o_outcome, o_leased, o_index, o_future "
-         "FROM ratchet_apply($1, $2, $3, $4, $5, $6::jsonb, $7)")
+#: Calls' outcomes (parallel arrays) applied in one round trip and one commit by the functions of migration
+#: 0006 (`batch.ApplyBatcher`).
+APPLY_MANY = ("SELECT o_i, o_outcome, o_leased, o_index, o_future "
+              "FROM ratchet_apply_many($1, $2, $3, $4, $5, $6::jsonb[], $7)")
 
 APPLIED_MIGRATIONS = "SELECT name FROM schema_migrations ORDER BY version"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import orjson
 
 from ratchet import protocol
@@ -41,7 +40,26 @@ def one_statement_commands(commands: Sequence[base.Command]) -> bool:
                for c in commands)
 
 
-def _commands_json(commands: Sequence[base.Command]) -> str:
+def one_statement_result(row: Any, item: base.QueueItem, owner: str, commands: Sequence[base.Command],
+                         until: int) -> base.Applied | None:
+    """What `ratchet_apply` did, from its row `(outcome, leased ids, their commands' positions, future)`;
+    None when it declined (the run has concurrency keys: nothing was written)."""
+    outcome, leased, index, future = row
+    if outcome == "keyed":
+        return None
+    if outcome != "applied":
+        return base.Applied(accepted=False)
+    ready = []
+    for item_id, i in zip(leased, index, strict=True):
+        cmd = commands[i - 1]
+        assert isinstance(cmd, base.Enqueue)
+        ready.append(base.QueueItem(id=item_id, run_id=item.run_id, target=cmd.target, attempt=cmd.attempt,
+                                    due_at=cmd.due_at, lease_owner=owner, lease_until=until,
+                                    payload={"race": True} if cmd.race else None))
+    return base.Applied(accepted=True, ready=tuple(ready), enqueued_future=bool(future))
+
+
+def commands_json(commands: Sequence[base.Command]) -> str:
     """`commands` as the JSON array `ratchet_apply` reads (JSON values inside it are texts, stored as is)."""
     out: list[dict[str, Any]] = []
     for c in commands:
@@ -156,31 +174,6 @@ class RunsMixin:
         return run_keys(await conn.fetchval(q.RUN_CONCURRENCY, run_id))
 
     # ------------------------------------------------------------------------------ applying commands
-
-    async def _apply_one_statement(self, conn: Conn, item: base.QueueItem, owner: str,
-                                   commands: Sequence[base.Command], now: int, lease_ms: int) -> base.Applied | None:
-        """`apply` in one round trip (the `ratchet_apply` function of migration 0006) when every command is
-        one it writes (`one_statement_commands`); None when it declined because the run has concurrency
-        keys (nothing was written: the caller takes the general path)."""
-        until = lease_until(now, lease_ms)
-        try:
-            row = await conn.fetchrow(q.APPLY, item.id, owner, item.run_id, now, until, _commands_json(commands),
-                                      protocol.DISCOVERY_STEP_ID)
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate == q.APPLY_DECLINED:
-                return None
-            raise
-        outcome, leased, index, future = row
-        if outcome != "applied":
-            return base.Applied(accepted=False)
-        ready = []
-        for item_id, i in zip(leased, index, strict=True):
-            cmd = commands[i - 1]
-            assert isinstance(cmd, base.Enqueue)
-            ready.append(base.QueueItem(id=item_id, run_id=item.run_id, target=cmd.target, attempt=cmd.attempt,
-                                        due_at=cmd.due_at, lease_owner=owner, lease_until=until,
-                                        payload={"race": True} if cmd.race else None))
-        return base.Applied(accepted=True, ready=tuple(ready), enqueued_future=bool(future))
 
     async def _lock_run_txn(self, conn: Conn, run_id: str, extra_keys: Iterable[tuple[str, int]] = (),
                             keys: Keys | None = None) -> tuple[Any, Keys]:

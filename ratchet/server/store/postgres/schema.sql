@@ -228,10 +228,14 @@ DECLARE
     v_queued  BOOLEAN;
     v_busy    BOOLEAN;
     v_id      BIGINT;
-    v_keys    TEXT;
     r         RECORD;
     c         JSONB;
 BEGIN
+    -- A run's concurrency keys are set when it is created and never change: read without a lock.
+    IF EXISTS (SELECT 1 FROM runs WHERE id = p_run AND concurrency IS NOT NULL) THEN
+        RETURN QUERY SELECT 'keyed'::TEXT, v_leased, v_index, FALSE;
+        RETURN;
+    END IF;
     -- The held item first, deleted now unless the outcome ends the run (then it stays, locked, in the
     -- counts of the run's calls, and goes at the end).
     IF v_early THEN
@@ -243,11 +247,7 @@ BEGIN
         RETURN QUERY SELECT 'gone'::TEXT, v_leased, v_index, FALSE;
         RETURN;
     END IF;
-    SELECT status, stack, force_step_plan, concurrency INTO v_status, v_stack, v_force, v_keys
-    FROM runs WHERE id = p_run FOR UPDATE;
-    IF v_keys IS NOT NULL THEN
-        RAISE EXCEPTION 'run % has concurrency keys', p_run USING ERRCODE = 'RK001';  -- undoes the delete
-    END IF;
+    SELECT status, stack, force_step_plan INTO v_status, v_stack, v_force FROM runs WHERE id = p_run FOR UPDATE;
     IF v_status IS NULL OR v_status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SKIPPED') THEN
         IF NOT v_early THEN
             DELETE FROM queue WHERE id = p_item;
@@ -334,5 +334,21 @@ BEGIN
         PERFORM pg_notify('ratchet_work', '');
     END IF;
     RETURN QUERY SELECT 'applied'::TEXT, v_leased, v_index, v_future;
+END
+$$;
+
+-- Several outcomes in one round trip and one commit (the store's group commit of concurrent applies): each
+-- element as `ratchet_apply` alone would, in the order given (the store sorts them by run, so two batches
+-- lock common runs in the same order); o_i is the element's position (1-based).
+CREATE FUNCTION ratchet_apply_many(p_items BIGINT[], p_owners TEXT[], p_runs TEXT[], p_nows BIGINT[],
+                                   p_untils BIGINT[], p_commands JSONB[], p_discovery TEXT)
+RETURNS TABLE (o_i INTEGER, o_outcome TEXT, o_leased BIGINT[], o_index INTEGER[], o_future BOOLEAN)
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_items, 1), 0) LOOP
+        RETURN QUERY SELECT i, a.o_outcome, a.o_leased, a.o_index, a.o_future
+                     FROM ratchet_apply(p_items[i], p_owners[i], p_runs[i], p_nows[i], p_untils[i], p_commands[i],
+                                        p_discovery) a;
+    END LOOP;
 END
 $$;

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ratchet import protocol
 from ratchet.server.store import base
+from ratchet.server.store.postgres import batch as batch_mod
 from ratchet.server.store.postgres import queries as q
 from ratchet.server.store.postgres.connection import (
     SYNC_CHANNEL,
@@ -69,6 +70,7 @@ class PostgresStore(FlowMixin, RunsMixin):
         #: runs both).
         self.one_statement = one_statement
         self._keyed_runs: set[str] = set()  #: runs found to have concurrency keys (general path)
+        self._batcher = batch_mod.ApplyBatcher(self._pool)  #: one-statement applies, committed in batches
 
     @classmethod
     async def connect(cls, url: str) -> PostgresStore:
@@ -428,8 +430,7 @@ class PostgresStore(FlowMixin, RunsMixin):
                     lease_ms: int, *, dead_letter: base.GiveUp | None = None) -> base.Applied:
         if (self.one_statement and dead_letter is None and item.run_id not in self._keyed_runs
                 and one_statement_commands(commands)):
-            applied = await self._pool.one(
-                lambda conn: self._apply_one_statement(conn, item, owner, commands, now, lease_ms))
+            applied = await self._batcher.apply(item, owner, commands, now, lease_ms)
             if applied is not None:
                 return applied
             # The run has concurrency keys (they never change): its applies take the general path.

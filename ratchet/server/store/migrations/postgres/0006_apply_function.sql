@@ -1,4 +1,5 @@
--- Version 6: `ratchet_apply`, which applies the outcome of a call in one round trip, and each step's input.
+-- Version 6: `ratchet_apply`, which applies the outcome of a call in one round trip (`ratchet_apply_many`:
+-- several), and each step's input.
 --
 -- Why a function: applying a step's reply is the store's hottest write (one per step). Sent as separate
 -- statements it took six round trips (BEGIN, take the item, lock the run, step + stack, queue the next
@@ -15,9 +16,9 @@
 --   save    {hash, name, op, status, memo (JSON text), started_at, ended_at, attempts, input (JSON text or null)}
 --   enqueue {target, due_at, attempt, when_idle, end_parallel, payload (JSON text or null)}
 --   force   {value}             finish {status, output (JSON text), error}     emit {payload (JSON text)}
--- Declined (SQLSTATE RK001, so nothing is written): the run has concurrency keys, whose advisory locks,
--- in-flight counts and unblocking stay in Python. Otherwise o_outcome is 'gone' (the item is no longer
--- held by p_owner), 'rejected' (the run has ended or does not exist; the item is deleted) or 'applied';
+-- o_outcome is 'keyed' when the run has concurrency keys, whose advisory locks, in-flight counts and
+-- unblocking stay in Python (nothing is written: the store takes its general path), 'gone' (the item is no
+-- longer held by p_owner), 'rejected' (the run has ended or does not exist; the item is deleted) or 'applied';
 -- o_leased are the calls queued due now and leased to p_owner until p_until, o_index the positions
 -- (1-based) of their `enqueue` commands; o_future is true when other work was queued (the scheduler should
 -- look), and then the commit also notifies every node (`ratchet_work`).
@@ -43,10 +44,14 @@ DECLARE
     v_queued  BOOLEAN;
     v_busy    BOOLEAN;
     v_id      BIGINT;
-    v_keys    TEXT;
     r         RECORD;
     c         JSONB;
 BEGIN
+    -- A run's concurrency keys are set when it is created and never change: read without a lock.
+    IF EXISTS (SELECT 1 FROM runs WHERE id = p_run AND concurrency IS NOT NULL) THEN
+        RETURN QUERY SELECT 'keyed'::TEXT, v_leased, v_index, FALSE;
+        RETURN;
+    END IF;
     -- The held item first, deleted now unless the outcome ends the run (then it stays, locked, in the
     -- counts of the run's calls, and goes at the end).
     IF v_early THEN
@@ -58,11 +63,7 @@ BEGIN
         RETURN QUERY SELECT 'gone'::TEXT, v_leased, v_index, FALSE;
         RETURN;
     END IF;
-    SELECT status, stack, force_step_plan, concurrency INTO v_status, v_stack, v_force, v_keys
-    FROM runs WHERE id = p_run FOR UPDATE;
-    IF v_keys IS NOT NULL THEN
-        RAISE EXCEPTION 'run % has concurrency keys', p_run USING ERRCODE = 'RK001';  -- undoes the delete
-    END IF;
+    SELECT status, stack, force_step_plan INTO v_status, v_stack, v_force FROM runs WHERE id = p_run FOR UPDATE;
     IF v_status IS NULL OR v_status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SKIPPED') THEN
         IF NOT v_early THEN
             DELETE FROM queue WHERE id = p_item;
@@ -149,5 +150,21 @@ BEGIN
         PERFORM pg_notify('ratchet_work', '');
     END IF;
     RETURN QUERY SELECT 'applied'::TEXT, v_leased, v_index, v_future;
+END
+$$;
+
+-- Several outcomes in one round trip and one commit (the store's group commit of concurrent applies): each
+-- element as `ratchet_apply` alone would, in the order given (the store sorts them by run, so two batches
+-- lock common runs in the same order); o_i is the element's position (1-based).
+CREATE FUNCTION ratchet_apply_many(p_items BIGINT[], p_owners TEXT[], p_runs TEXT[], p_nows BIGINT[],
+                                   p_untils BIGINT[], p_commands JSONB[], p_discovery TEXT)
+RETURNS TABLE (o_i INTEGER, o_outcome TEXT, o_leased BIGINT[], o_index INTEGER[], o_future BOOLEAN)
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_items, 1), 0) LOOP
+        RETURN QUERY SELECT i, a.o_outcome, a.o_leased, a.o_index, a.o_future
+                     FROM ratchet_apply(p_items[i], p_owners[i], p_runs[i], p_nows[i], p_untils[i], p_commands[i],
+                                        p_discovery) a;
+    END LOOP;
 END
 $$;
