@@ -275,7 +275,11 @@ class _PauseLookups:
     async def paths(self, event_name: str) -> list[str]:
         found = self._paths.get(event_name)
         if found is None:
-            found = self._paths[event_name] = await self._store.pause_index_paths(event_name)
+            # The unindexed pauses come with the paths (one read): they are all an event finds when none
+            # of its index keys can be made, the usual case with nothing waiting.
+            found, unindexed = await self._store.pause_index(event_name)
+            self._paths[event_name] = found
+            self._pauses[(event_name, ())] = unindexed
         return found
 
     async def pauses(self, event_name: str, keys: list[tuple[str, str]]) -> list[base.PauseRecord]:

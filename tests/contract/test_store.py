@@ -412,16 +412,22 @@ async def test_find_pauses_returns_unindexed_ones_and_only_the_keys_asked(store:
     assert await store.find_pauses(WAIT_EVENT, [("data.id", '"zzz"')]) == [anyone]
     assert await store.find_pauses("e/other", [("data.id", '"a"')]) == [other_event]
     assert await store.find_pauses("e/none", []) == []
+    paths, unindexed = await store.pause_index(WAIT_EVENT)
+    assert sorted(paths) == ["data.id", "data.x"] and unindexed == [anyone]
+    assert await store.pause_index("e/other") == ([], [other_event])
+    assert await store.pause_index("e/none") == ([], [])
 
 
-async def test_pause_index_paths_are_the_distinct_paths_for_the_event_name(store: base.Store) -> None:
+async def test_pause_index_gives_the_distinct_paths_and_the_unindexed_pauses_of_the_event_name(
+        store: base.Store) -> None:
+    p4, p6 = pause("p4"), pause("p6", event_name="e/plain")
     await waits_for(store, [pause("p1", index=("data.id", '"a"')), pause("p2", index=("data.id", '"b"')),
-                            pause("p3", index=("data.x", "1")), pause("p4"),
-                            pause("p5", event_name="e/other", index=("data.y", "2")),
-                            pause("p6", event_name="e/plain")])
-    assert sorted(await store.pause_index_paths(WAIT_EVENT)) == ["data.id", "data.x"]
-    assert await store.pause_index_paths("e/other") == ["data.y"]
-    assert await store.pause_index_paths("e/plain") == []  # unindexed pauses have no path
+                            pause("p3", index=("data.x", "1")), p4,
+                            pause("p5", event_name="e/other", index=("data.y", "2")), p6])
+    paths, unindexed = await store.pause_index(WAIT_EVENT)
+    assert sorted(paths) == ["data.id", "data.x"] and unindexed == [p4]
+    assert await store.pause_index("e/other") == (["data.y"], [])
+    assert await store.pause_index("e/plain") == ([], [p6])  # unindexed pauses have no path
 
 
 # ------------------------------------------------------------------------------ enqueue rules

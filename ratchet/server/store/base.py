@@ -493,8 +493,9 @@ class Store(Protocol):
         """Dead letters, newest first (`before`: ids below it, for paging)."""
         ...
 
-    async def pause_index_paths(self, event_name: str) -> list[str]:
-        """The distinct `index_path`s of the pauses waiting for `event_name`."""
+    async def pause_index(self, event_name: str) -> tuple[list[str], list[PauseRecord]]:
+        """What an event of this name may resolve, in one read: the distinct `index_path`s of the pauses
+        waiting for it, and the pauses waiting for it that are not indexed (oldest first)."""
         ...
 
     async def find_pauses(self, event_name: str, keys: list[tuple[str, str]]) -> list[PauseRecord]:

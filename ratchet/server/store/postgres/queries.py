@@ -165,13 +165,16 @@ CLAIM_CANDIDATES = (
     "ARRAY(SELECT lim FROM item_keys k WHERE k.item_id = d.id ORDER BY key), sort FROM d "
     f"UNION ALL SELECT {QUEUE_COLS}, TRUE, NULL, NULL, sort FROM e ORDER BY expired, sort, id")
 #: The claimed items ($1) leased to $2 until $3, the expired ones among them ($4) counting a failure ($5),
-#: and the runs of the claimed calls ($7) running from $6: one round trip.
+#: and the runs of the claimed calls ($7) running from $6: one round trip. The claim's commit does not wait
+#: for the WAL flush (`synchronous_commit` off for this transaction): a lease lost with a crash of PostgreSQL
+#: itself makes its item due again, as the crash of a node does, and nothing anyone was told is lost; the
+#: outcome of the call is committed synchronously (and flushes this commit with it, the WAL being in order).
 LEASE_CLAIMED = (
     "WITH l AS (UPDATE queue SET lease_owner = $2, lease_until = $3, "
     "failures = failures + CASE WHEN id = ANY($4::bigint[]) THEN 1 ELSE 0 END, "
     "failure = CASE WHEN id = ANY($4::bigint[]) THEN $5 ELSE failure END WHERE id = ANY($1::bigint[])), "
     "m AS (UPDATE runs SET status = 'RUNNING', started_at = $6 WHERE id = ANY($7::text[]) AND status = 'QUEUED') "
-    "SELECT 1")
+    "SELECT set_config('synchronous_commit', 'off', true)")
 FAIL_ITEM = ("UPDATE queue SET failures = failures + 1, failure = $3, due_at = $4, lease_owner = NULL, "
              "lease_until = NULL WHERE id = $1 AND lease_owner = $2")
 INSERT_DEAD_LETTER = ("INSERT INTO dead_letters (item_id, run_id, kind, target, attempt, payload, failures, reason, "
@@ -261,7 +264,10 @@ DELETE_PAUSE = "DELETE FROM pauses WHERE id = $1"
 DELETE_RUN_PAUSES = "DELETE FROM pauses WHERE run_id = $1"
 PAUSE = f"SELECT {PAUSE_COLS} FROM pauses WHERE id = $1"
 RUN_PAUSES = f"SELECT {PAUSE_COLS} FROM pauses WHERE run_id = $1 ORDER BY created_at, id"
-PAUSE_INDEX_PATHS = "SELECT DISTINCT index_path FROM pauses WHERE event_name = $1 AND index_path IS NOT NULL"
+#: The distinct index paths of the pauses waiting for event name $1, and those of its pauses that are not
+#: indexed (records), in one round trip: a send with nothing waiting needs no other pause query.
+PAUSE_INDEX = ("SELECT ARRAY(SELECT DISTINCT index_path FROM pauses WHERE event_name = $1 AND index_path IS NOT NULL), "
+               f"ARRAY(SELECT ROW({PAUSE_COLS}) FROM pauses WHERE event_name = $1 AND index_path IS NULL)")
 #: Unindexed pauses for the event, and those whose (path, value) is one of the pairs `$2`/`$3`.
 FIND_PAUSES = (f"SELECT {PAUSE_COLS} FROM pauses WHERE event_name = $1 AND (index_path IS NULL OR "
                "(index_path, index_value) IN (SELECT * FROM unnest($2::text[], $3::text[]))) "

@@ -354,8 +354,10 @@ class PostgresStore(FlowMixin, RunsMixin):
 
     # ------------------------------------------------------------------------------ pauses
 
-    async def pause_index_paths(self, event_name: str) -> list[str]:
-        return [r[0] for r in await self._pool.fetch(q.PAUSE_INDEX_PATHS, event_name)]
+    async def pause_index(self, event_name: str) -> tuple[list[str], list[base.PauseRecord]]:
+        row = await self._pool.fetchrow(q.PAUSE_INDEX, event_name)
+        assert row is not None
+        return list(row[0]), sorted((pause_row(r) for r in row[1]), key=lambda p: (p.created_at, p.id))
 
     async def find_pauses(self, event_name: str, keys: list[tuple[str, str]]) -> list[base.PauseRecord]:
         rows = await self._pool.fetch(q.FIND_PAUSES, event_name, [p for p, _ in keys], [v for _, v in keys])

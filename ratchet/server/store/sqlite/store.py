@@ -440,10 +440,10 @@ class SqliteStore(FlowMixin):
 
     # ------------------------------------------------------------------------------ pauses
 
-    async def pause_index_paths(self, event_name: str) -> list[str]:
+    async def pause_index(self, event_name: str) -> tuple[list[str], list[base.PauseRecord]]:
         rows = self._db.execute("SELECT DISTINCT index_path FROM pauses WHERE event_name = ? "
                                 "AND index_path IS NOT NULL", (event_name,)).fetchall()
-        return [r[0] for r in rows]
+        return [r[0] for r in rows], await self.find_pauses(event_name, [])
 
     async def find_pauses(self, event_name: str, keys: list[tuple[str, str]]) -> list[base.PauseRecord]:
         db = self._db
