@@ -303,8 +303,10 @@ NOTIFY = "SELECT pg_notify($1, '')"
 EXTEND_LEASES = ("UPDATE queue SET lease_until = $2 WHERE id IN (SELECT id FROM queue WHERE lease_owner = $1 "
                  "AND lease_until < $2 FOR UPDATE SKIP LOCKED)")
 
-#: Calls' outcomes (parallel arrays) applied in one round trip and one commit by the functions of migration
-#: 0006 (`batch.ApplyBatcher`).
+#: A call's outcome, or several (parallel arrays), applied in one round trip and one commit by the functions
+#: of migration 0006 (`batch.ApplyBatcher`).
+APPLY = ("SELECT o_outcome, o_leased, o_index, o_future "
+         "FROM ratchet_apply($1, $2, $3, $4, $5, $6::jsonb, $7)")
 APPLY_MANY = ("SELECT o_i, o_outcome, o_leased, o_index, o_future "
               "FROM ratchet_apply_many($1, $2, $3, $4, $5, $6::jsonb[], $7)")
 
