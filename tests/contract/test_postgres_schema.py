@@ -52,7 +52,7 @@ async def test_migrations_build_the_declared_schema(pg_template: str) -> None:
             await conn.close()
         migrated, built = await _shape(_name(migrated_url)), await _shape(_name(built_url))
     assert migrated["columns"], "the migrated database has no tables"
-    assert [name for name, _ in migrated["functions"]] == ["ratchet_apply", "ratchet_apply_many"]
+    assert [name for name, _ in migrated["functions"]] == ["ratchet_apply", "ratchet_apply_many", "ratchet_claim"]
     for part in ("columns", "constraints", "indexes", "functions"):
         assert migrated[part] == built[part], f"{part} differ between the migrations and schema.sql"
 

@@ -164,6 +164,9 @@ CLAIM_CANDIDATES = (
     "ARRAY(SELECT key FROM item_keys k WHERE k.item_id = d.id ORDER BY key), "
     "ARRAY(SELECT lim FROM item_keys k WHERE k.item_id = d.id ORDER BY key), sort FROM d "
     f"UNION ALL SELECT {QUEUE_COLS}, TRUE, NULL, NULL, sort FROM e ORDER BY expired, sort, id")
+#: `claim_due` in one round trip (migration 0006), unless a candidate has concurrency keys (first row's o_keyed).
+CLAIM = ("SELECT o_keyed, o_id, o_run_id, o_target, o_attempt, o_due_at, o_kind, o_payload, o_failures, o_failure "
+         "FROM ratchet_claim($1, $2, $3, $4, $5, $6, $7)")
 #: The claimed items ($1) leased to $2 until $3, the expired ones among them ($4) counting a failure ($5),
 #: and the runs of the claimed calls ($7) running from $6: one round trip. The claim's commit does not wait
 #: for the WAL flush (`synchronous_commit` off for this transaction): a lease lost with a crash of PostgreSQL

@@ -352,3 +352,51 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- A claim in one round trip when no candidate has concurrency keys (admitting those is Python's decision):
+-- due calls nobody holds ($1), the first p_limit of p_candidates in priority order, then items whose lease
+-- ran out by p_now (their holder died or hung: each counts a failure, p_failure) up to p_limit in all;
+-- leased to p_owner until p_until, and the runs of claimed calls marked running. Rows other transactions
+-- lock are skipped. The commit does not wait for the WAL flush (see `LEASE_CLAIMED`). o_keyed: a candidate
+-- has concurrency keys; nothing was written and no row is returned but that one.
+CREATE FUNCTION ratchet_claim(p_due_by BIGINT, p_candidates INTEGER, p_now BIGINT, p_limit INTEGER, p_owner TEXT,
+                              p_until BIGINT, p_failure TEXT)
+RETURNS TABLE (o_keyed BOOLEAN, o_id BIGINT, o_run_id TEXT, o_target TEXT, o_attempt INTEGER, o_due_at BIGINT,
+               o_kind TEXT, o_payload TEXT, o_failures INTEGER, o_failure TEXT)
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    v_due     BIGINT[];
+    v_expired BIGINT[] := '{}';
+    v_n       INTEGER;
+BEGIN
+    SELECT coalesce(array_agg(d.id ORDER BY d.sort, d.id), '{}') INTO v_due
+    FROM (SELECT id, due_at - priority AS sort FROM queue WHERE lease_owner IS NULL AND NOT blocked
+          AND due_at <= p_due_by ORDER BY due_at - priority, id LIMIT p_candidates FOR UPDATE SKIP LOCKED) d;
+    IF EXISTS (SELECT 1 FROM item_keys WHERE item_id = ANY(v_due)) THEN
+        RETURN QUERY SELECT TRUE, NULL::BIGINT, NULL, NULL, NULL::INTEGER, NULL::BIGINT, NULL, NULL,
+                            NULL::INTEGER, NULL;
+        RETURN;
+    END IF;
+    v_due := v_due[1:p_limit];
+    v_n := coalesce(array_length(v_due, 1), 0);
+    IF v_n < p_limit THEN
+        SELECT coalesce(array_agg(e.id ORDER BY e.lease_until, e.id), '{}') INTO v_expired
+        FROM (SELECT id, lease_until FROM queue WHERE lease_owner IS NOT NULL AND lease_until <= p_now
+              ORDER BY lease_until, id LIMIT p_limit - v_n FOR UPDATE SKIP LOCKED) e;
+    END IF;
+    IF v_n + coalesce(array_length(v_expired, 1), 0) = 0 THEN
+        RETURN;
+    END IF;
+    UPDATE queue SET lease_owner = p_owner, lease_until = p_until,
+                     failures = failures + CASE WHEN id = ANY(v_expired) THEN 1 ELSE 0 END,
+                     failure = CASE WHEN id = ANY(v_expired) THEN p_failure ELSE failure END
+    WHERE id = ANY(v_due || v_expired);
+    UPDATE runs SET status = 'RUNNING', started_at = p_now
+    WHERE id IN (SELECT run_id FROM queue WHERE id = ANY(v_due || v_expired) AND kind = 'call') AND status = 'QUEUED';
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY SELECT FALSE, q.id, q.run_id, q.target, q.attempt, q.due_at, q.kind, q.payload, q.failures,
+                        q.failure
+                 FROM unnest(v_due || v_expired) WITH ORDINALITY AS u(id, i) JOIN queue q ON q.id = u.id
+                 ORDER BY u.i;
+END
+$$;

@@ -275,6 +275,12 @@ class PostgresStore(FlowMixin, RunsMixin):
 
     async def claim_due(self, now: int, limit: int, owner: str, lease_ms: int, *,
                         due_by: int | None = None) -> list[base.QueueItem]:
+        if self.one_statement:
+            claimed = await self._pool.one(lambda conn: self._claim_one_statement(conn, now, limit, owner, lease_ms,
+                                                                                  due_by))
+            if claimed is not None:
+                return claimed
+
         async def body(conn: Conn) -> list[base.QueueItem]:
             # Rows other claimers hold are skipped, not waited for: several servers split the due items.
             # One statement reads the due candidates with their concurrency keys and the expired leases.
@@ -297,6 +303,20 @@ class PostgresStore(FlowMixin, RunsMixin):
             return [dataclasses.replace(item_row(r), lease_owner=owner, lease_until=until) for r in rows]
 
         return await self._pool.run(body)
+
+    @staticmethod
+    async def _claim_one_statement(conn: Conn, now: int, limit: int, owner: str, lease_ms: int,
+                                   due_by: int | None) -> list[base.QueueItem] | None:
+        """`claim_due` by `ratchet_claim` (one round trip); None when a candidate has concurrency keys
+        (nothing was written: the caller takes the general path, which admits them)."""
+        until = lease_until(now, lease_ms)
+        rows = await conn.fetch(q.CLAIM, now if due_by is None else due_by, limit * CANDIDATES_PER_CLAIM, now, limit,
+                                owner, until, base.LEASE_EXPIRED)
+        if rows and rows[0][0]:
+            return None
+        return [base.QueueItem(id=r[1], run_id=r[2], target=r[3], attempt=r[4], due_at=r[5], lease_owner=owner,
+                               lease_until=until, kind=r[6], payload=loads(r[7]), failures=r[8], failure=r[9])
+                for r in rows]
 
     async def next_due_at(self) -> int | None:
         row = await self._pool.fetchrow(q.NEXT_DUE_AT)
