@@ -363,7 +363,7 @@ CREATE FUNCTION ratchet_claim(p_due_by BIGINT, p_candidates INTEGER, p_now BIGIN
                               p_until BIGINT, p_failure TEXT)
 RETURNS TABLE (o_keyed BOOLEAN, o_id BIGINT, o_run_id TEXT, o_target TEXT, o_attempt INTEGER, o_due_at BIGINT,
                o_kind TEXT, o_payload TEXT, o_failures INTEGER, o_failure TEXT)
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_due     BIGINT[];
     v_expired BIGINT[] := '{}';
