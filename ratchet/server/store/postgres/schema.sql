@@ -212,7 +212,7 @@ CREATE INDEX dead_letters_run ON dead_letters(run_id);
 CREATE FUNCTION ratchet_apply(p_item BIGINT, p_owner TEXT, p_run TEXT, p_now BIGINT, p_until BIGINT,
                               p_commands JSONB, p_discovery TEXT)
 RETURNS TABLE (o_outcome TEXT, o_leased BIGINT[], o_index INTEGER[], o_future BOOLEAN)
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
     -- An outcome that ends the run keeps its item (locked) to the end, so counts of the run's calls see it.
     v_early   BOOLEAN := NOT (p_commands @> '[{"t": "finish"}]');
@@ -358,12 +358,13 @@ $$;
 -- ran out by p_now (their holder died or hung: each counts a failure, p_failure) up to p_limit in all;
 -- leased to p_owner until p_until, and the runs of claimed calls marked running. Rows other transactions
 -- lock are skipped. The commit does not wait for the WAL flush (see `LEASE_CLAIMED`). o_keyed: a candidate
--- has concurrency keys; nothing was written and no row is returned but that one.
+-- has concurrency keys; nothing was written and no row is returned but that one. Its statements are planned
+-- on every call: a plan cached while the queue was small (a seq scan) made every later claim slow.
 CREATE FUNCTION ratchet_claim(p_due_by BIGINT, p_candidates INTEGER, p_now BIGINT, p_limit INTEGER, p_owner TEXT,
                               p_until BIGINT, p_failure TEXT)
 RETURNS TABLE (o_keyed BOOLEAN, o_id BIGINT, o_run_id TEXT, o_target TEXT, o_attempt INTEGER, o_due_at BIGINT,
                o_kind TEXT, o_payload TEXT, o_failures INTEGER, o_failure TEXT)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     v_due     BIGINT[];
     v_expired BIGINT[] := '{}';

@@ -10,7 +10,9 @@
 -- statement takes a fresh snapshot, so the reads after a lock see what the lock holder committed, as the
 -- separate statements do. Its statements always use their generic plans: left to choose, PostgreSQL kept
 -- planning the queue checks anew on every call (their custom plans looked cheaper), which cost about as
--- much as the rest of the function (backend CPU per step's outcome ~370 -> ~210 us).
+-- much as the rest of the function (backend CPU per step's outcome ~370 -> ~210 us). Every statement is a
+-- lookup by key, so sequential scans are off: a generic plan made while a table was small must not keep
+-- scanning it once it has grown (that befell the claim below, whose plans are made per call instead).
 --
 -- p_commands: a JSON array of the commands, in order, each with a `t`:
 --   save    {hash, name, op, status, memo (JSON text), started_at, ended_at, attempts, input (JSON text or null)}
@@ -28,7 +30,7 @@ ALTER TABLE steps ADD COLUMN input TEXT;
 CREATE FUNCTION ratchet_apply(p_item BIGINT, p_owner TEXT, p_run TEXT, p_now BIGINT, p_until BIGINT,
                               p_commands JSONB, p_discovery TEXT)
 RETURNS TABLE (o_outcome TEXT, o_leased BIGINT[], o_index INTEGER[], o_future BOOLEAN)
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 DECLARE
     -- An outcome that ends the run keeps its item (locked) to the end, so counts of the run's calls see it.
     v_early   BOOLEAN := NOT (p_commands @> '[{"t": "finish"}]');
@@ -174,12 +176,13 @@ $$;
 -- ran out by p_now (their holder died or hung: each counts a failure, p_failure) up to p_limit in all;
 -- leased to p_owner until p_until, and the runs of claimed calls marked running. Rows other transactions
 -- lock are skipped. The commit does not wait for the WAL flush (see `LEASE_CLAIMED`). o_keyed: a candidate
--- has concurrency keys; nothing was written and no row is returned but that one.
+-- has concurrency keys; nothing was written and no row is returned but that one. Its statements are planned
+-- on every call: a plan cached while the queue was small (a seq scan) made every later claim slow.
 CREATE FUNCTION ratchet_claim(p_due_by BIGINT, p_candidates INTEGER, p_now BIGINT, p_limit INTEGER, p_owner TEXT,
                               p_until BIGINT, p_failure TEXT)
 RETURNS TABLE (o_keyed BOOLEAN, o_id BIGINT, o_run_id TEXT, o_target TEXT, o_attempt INTEGER, o_due_at BIGINT,
                o_kind TEXT, o_payload TEXT, o_failures INTEGER, o_failure TEXT)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     v_due     BIGINT[];
     v_expired BIGINT[] := '{}';
