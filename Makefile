@@ -34,7 +34,7 @@ chromium:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
-	$(BIN)/python -m bench.lists
+	$(BIN)/python -m bench.lists --backends sqlite,postgres
 
 lint: $(STAMP)
 	$(BIN)/ruff check ratchet tests bench examples

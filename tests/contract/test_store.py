@@ -1058,3 +1058,18 @@ async def test_count_runs_can_stop_at_a_cap(store: base.Store) -> None:
     assert await store.count_runs(at_most=3) == 3
     assert await store.count_runs(at_most=10) == 5
     assert await store.count_runs(search="k", at_most=2) == 2  # every event's data has the key "k"
+
+
+async def test_a_capped_count_of_a_text_is_exact_below_its_cap_whether_matches_are_dense_or_sparse(
+        store: base.Store) -> None:
+    """(PostgreSQL counts a text in most of the newest events run by run, a sparser one from its events.)"""
+    await store.sync_app(app_record(), [fn_record()])
+    events = [base.EventRecord(internal_id=f"e{i}", id=f"e{i}", name="e/x", ts=NOW, received_at=NOW,
+                               data={"tag": "needle" if i % 4 == 0 else "hay"}) for i in range(40)]
+    await store.ingest(events, [new_run(f"s{i:02d}", f"e{i}") for i in range(40)], NOW)
+    assert await store.count_runs(search="needle", at_most=100) == 10  # a quarter of the events: sparse
+    assert await store.count_runs(search="needle", at_most=4) == 4
+    assert await store.count_runs(search="hay", at_most=100) == 30  # three quarters: dense
+    assert await store.count_runs(search="hay", at_most=7) == 7
+    assert await store.count_runs(search="hay", status="QUEUED", at_most=100) == 30
+    assert await store.count_runs(search="hay", status="FAILED", at_most=100) == 0

@@ -169,6 +169,19 @@ def common_search(search: str, *, like: str = "LIKE", indexed: bool = False) -> 
     return sql, [RECENT_EVENTS, _pattern(search), COMMON_SEARCH], COMMON_SEARCH
 
 
+#: Events sampled to tell how dense a text's matches are among the newest runs (`dense_search`).
+DENSITY_SAMPLE = 2000
+
+
+def dense_search(search: str, *, like: str = "LIKE") -> tuple[str, list[Any], int]:
+    """A query counting matching events among the newest `DENSITY_SAMPLE`, its arguments, and the count from
+    which at least half of them match: then a capped count of runs finds its cap soonest by checking the
+    newest runs one by one (each match is likely), and otherwise by collecting the matching events first."""
+    sql = ("SELECT count(*) FROM (SELECT data FROM events ORDER BY seq DESC LIMIT ?) r "
+           f"WHERE r.data {like} ? ESCAPE '\\'")
+    return sql, [DENSITY_SAMPLE, _pattern(search)], DENSITY_SAMPLE // 2
+
+
 def numbered(sql: str, start: int = 1) -> str:
     """`sql` with its `?` placeholders numbered `$start`, `$start+1`, ... (PostgreSQL's style)."""
     parts = sql.split("?")

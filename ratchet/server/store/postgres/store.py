@@ -40,7 +40,7 @@ from ratchet.server.store.postgres.rows import (
     step_row,
 )
 from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock, one_statement_commands, run_keys
-from ratchet.server.store.rows import common_search
+from ratchet.server.store.rows import common_search, dense_search
 
 
 def _first_keys(runs: Sequence[base.NewRun]) -> dict[bytes, str]:
@@ -238,12 +238,21 @@ class PostgresStore(FlowMixin, RunsMixin):
     async def count_runs(self, *, function_slug: str | None = None, status: str | Sequence[str] | None = None,
                          app_id: str | None = None, created_from: int | None = None, created_to: int | None = None,
                          search: str | None = None, at_most: int | None = None) -> int:
+        common = False
+        if search and at_most is not None:
+            # A capped count of a text in most runs checks the newest runs one by one until the cap:
+            # collecting every matching event first took ~400 ms with the text in all of 100,000 runs. A
+            # sparser text is counted from its matching events (the cap would take too many checks).
+            probe, probe_args, enough = dense_search(search, like="ILIKE")
+            common = (await self._pool.fetchrow(numbered(probe), *probe_args))[0] >= enough
         where, args = run_conditions(function_slug=function_slug, status=status, app_id=app_id,
-                                     created_from=created_from, created_to=created_to, search=search, like="ILIKE")
+                                     created_from=created_from, created_to=created_to, search=search, like="ILIKE",
+                                     common=common)
         if at_most is None:
             row = await self._pool.fetchrow(numbered(f"SELECT count(*) FROM runs{where}"), *args)
         else:
-            sql = numbered(f"SELECT count(*) FROM (SELECT 1 FROM runs{where} LIMIT ?) capped")
+            order = " ORDER BY id DESC" if common else ""
+            sql = numbered(f"SELECT count(*) FROM (SELECT 1 FROM runs{where}{order} LIMIT ?) capped")
             row = await self._pool.fetchrow(sql, *args, at_most)
         return int(row[0]) if row else 0
 
