@@ -30,11 +30,20 @@ START_TIMEOUT_S = 20.0
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago (the OS picks it, so parallel workers rarely collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port that was free a moment ago (the OS picks it, so parallel workers rarely collide), and not
+    one this process handed out before: the OS may offer a just-closed port again, and a server and its
+    app were once given the same one."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(fn: Callable[[], T], timeout: float = 10.0, message: str = "condition", *,
