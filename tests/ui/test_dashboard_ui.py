@@ -378,6 +378,28 @@ def test_a_failed_resync_says_why(ui: UI) -> None:
     ui.shot()
 
 
+def test_apps_page_syncs_an_app_by_its_url(ui: UI) -> None:
+    page = ui.page
+    page.goto("/#/apps")
+    expect(page.get_by_test_id("app-row")).to_have_count(1)
+    url, button = page.get_by_test_id("sync-url"), page.get_by_test_id("sync-new")
+    expect(button).to_be_disabled()  # nothing typed
+    url.fill("localhost:3000")
+    expect(page.get_by_test_id("sync-url-error")).to_contain_text("http://")
+    expect(button).to_be_disabled()
+    url.fill("http://127.0.0.1:9/api/inngest")  # nothing listens there
+    button.click()
+    result = page.get_by_test_id("sync-result")
+    expect(result).to_contain_text("could not sync the app at http://127.0.0.1:9/api/inngest")
+    expect(result).to_have_class(re.compile(r"\bbad\b"))
+    ui.shot()
+    url.fill(ui.stack.app.url)
+    button.click()
+    expect(result).to_have_text(f"Synced {ui.stack.app.url}.")
+    expect(result).not_to_have_class(re.compile(r"\bbad\b"))
+    expect(page.get_by_test_id("app-row")).to_have_count(1)  # the same app: synced again, not added twice
+
+
 def test_runs_filters_live_in_the_url_for_back_reload_and_sharing(ui: UI) -> None:
     ada = harness.send_and_get_run(ui.api, "ui/hello", {"who": "ada"})
     grace = harness.send_and_get_run(ui.api, "ui/hello", {"who": "grace"})

@@ -588,14 +588,22 @@ function AppsPage() {
   const [state, reload] = useLoad(async () => (await api("/v1/apps")).data, []);
   const [msg, setMsg] = useState(null);
   const [syncing, runSync] = useBusy();
-  const resync = (app) => runSync(async () => {
+  const [newUrl, setNewUrl] = useState("");
+  const sync = (url, name) => runSync(async () => {
     try {
-      await api("/v1/apps/sync", { method: "POST", body: { url: app.url } });
-      setMsg({ text: `Synced ${app.name}.` });
+      await api("/v1/apps/sync", { method: "POST", body: { url } });
+      setMsg({ text: `Synced ${name}.` });
     } catch (e) { setMsg({ bad: true, text: e.message }); }
     reload();
   });
+  const resync = (app) => sync(app.url, app.name);
+  const urlOk = /^https?:\/\/\S+$/.test(newUrl.trim());
   return html`<section><h1>Apps</h1>
+    <div class="row"><input class="grow" placeholder="An app's URL, e.g. http://localhost:3000/api/inngest" value=${newUrl}
+        onInput=${(e) => setNewUrl(e.target.value)} data-testid="sync-url" />
+      <button class="primary" disabled=${!urlOk || syncing} onClick=${() => sync(newUrl.trim(), newUrl.trim())}
+        data-testid="sync-new">Sync app</button></div>
+    ${newUrl.trim() && !urlOk && html`<div class="error" data-testid="sync-url-error">An app's URL starts with http:// or https://</div>`}
     ${msg && html`<div class=${msg.bad ? "notice bad" : "notice"} data-testid="sync-result">${msg.text}</div>`}
     <table data-testid="apps-table"><thead><tr><th>App</th><th>URL</th><th>SDK</th><th>Functions</th><th>Synced</th><th>Last error</th><th></th></tr></thead>
     <tbody>${(state.data || []).map((a) => html`<tr data-testid="app-row">
