@@ -153,3 +153,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await s.start()
         yield s
         await s.close()
+
+
+@pytest.fixture
+async def two(pg_template: str) -> AsyncIterator[tuple[base.Store, base.Store]]:
+    """Two PostgreSQL stores (two nodes) on one fresh database."""
+    from ratchet.server.store.postgres import PostgresStore
+
+    async with pg_database(pg_template) as url:
+        a, b = await PostgresStore.connect(url), await PostgresStore.connect(url)
+        yield a, b
+        await a.close()
+        await b.close()

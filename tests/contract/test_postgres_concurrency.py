@@ -14,19 +14,7 @@ import pytest
 
 from ratchet import protocol
 from ratchet.server.store import base
-from tests.contract.conftest import pg_database
 from tests.contract.test_store import LEASE, NOW, event, keyed_run, new_run
-
-
-@pytest.fixture
-async def two(pg_template: str) -> AsyncIterator[tuple[base.Store, base.Store]]:
-    from ratchet.server.store.postgres import PostgresStore
-
-    async with pg_database(pg_template) as url:
-        a, b = await PostgresStore.connect(url), await PostgresStore.connect(url)
-        yield a, b
-        await a.close()
-        await b.close()
 
 
 async def test_concurrent_claims_never_lease_an_item_twice(two: tuple[base.Store, base.Store]) -> None:

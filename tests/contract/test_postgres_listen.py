@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -13,21 +13,9 @@ import pytest
 from ratchet.server import registry
 from ratchet.server.store import base
 from ratchet.server.store.postgres import connection
-from tests.contract.conftest import pg_database
 from tests.contract.test_store import NOW, app_record, event, fn_record, new_run
 
 DEADLINE_S = 10.0
-
-
-@pytest.fixture
-async def two(pg_template: str) -> AsyncIterator[tuple[base.Store, base.Store]]:
-    from ratchet.server.store.postgres import PostgresStore
-
-    async with pg_database(pg_template) as url:
-        a, b = await PostgresStore.connect(url), await PostgresStore.connect(url)
-        yield a, b
-        await a.close()
-        await b.close()
 
 
 def listener_pid(store: base.Store) -> int:
