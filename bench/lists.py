@@ -314,6 +314,8 @@ def requests_of(seeded: Seeded) -> list[Timed]:
     out.append(Timed("events page: deep",
                      ((Call("/v1/events", {"limit": PAGE, "before": seeded.deep_event_cursor}),),)))
     out.append(Timed("events page: by name", ((Call("/v1/events", {"limit": PAGE, "name": "shop/order.paid"}),),)))
+    for label, text in (("5 % of events", "lovelace"), ("one event", seeded.rare_order), ("none", "no-such-text")):
+        out.append(Timed(f"events page: q=text, {label}", ((Call("/v1/events", {"limit": PAGE, "q": text}),),)))
     out.append(Timed("an event's runs", ((Call("/v1/events/<detail-event>/runs"),),)))
     out.append(Timed("run page: the run, then its event",
                      ((Call(f"/v1/runs/{seeded.detail_run}"),), (Call("/v1/events/<detail-event>"),))))

@@ -443,6 +443,9 @@ PATHS: dict[str, Any] = {
                   tags=["events"], parameters=[
                       {"name": "name", "in": "query", "description": "events of this name",
                        "schema": {"type": "string"}},
+                      {"name": "q", "in": "query", "description": "events whose data has this text, ignoring case "
+                                                                  "(`%` and `_` match themselves)",
+                       "schema": {"type": "string"}},
                       param("limit"),
                       {"name": "before", "in": "query", "description": "the `cursor` of the last event of the "
                                                                        "previous page",

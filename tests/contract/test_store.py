@@ -1052,6 +1052,20 @@ async def test_the_change_marker_moves_with_writes_only(store: base.Store) -> No
     assert await store.change_marker() != first
 
 
+async def test_events_are_listed_by_text_in_their_data(store: base.Store) -> None:
+    events = [base.EventRecord(internal_id=f"e{i}", id=f"e{i}", name="e/x" if i < 3 else "e/y", ts=NOW,
+                               received_at=NOW, data={"who": who})
+              for i, who in enumerate(["Ada", "Grace", "ada lovelace", "ADA", "100% sure"])]
+    await store.ingest(events, [], NOW)
+    found = await store.list_events(name=None, limit=10, search="ada")
+    assert [e.internal_id for e in found] == ["e3", "e2", "e0"]  # newest first, case-blind
+    assert [e.internal_id for e in await store.list_events(name="e/x", limit=10, search="ada")] == ["e2", "e0"]
+    assert [e.internal_id for e in await store.list_events(name=None, limit=1, search="ada",
+                                                          before=found[0].seq)] == ["e2"]
+    assert [e.internal_id for e in await store.list_events(name=None, limit=10, search="0%")] == ["e4"]
+    assert await store.list_events(name=None, limit=10, search="a_a") == []  # `_` is itself, not any letter
+
+
 async def test_count_runs_can_stop_at_a_cap(store: base.Store) -> None:
     await store.sync_app(app_record(), [fn_record()])
     await store.ingest([event()], [new_run(f"c{i}") for i in range(5)], NOW)

@@ -46,6 +46,15 @@ async def test_list_events_by_name_newest_first(api: httpx.AsyncClient, seed: Se
     assert await get_data(api, "/v1/events", name="shop/none") == []
 
 
+async def test_list_events_by_text_in_their_data(api: httpx.AsyncClient, seed: Seeder) -> None:
+    a = await seed.event("shop/a", {"customer": "Ada"})
+    await seed.event("shop/a", {"customer": "Grace"})
+    b = await seed.event("shop/b", {"note": "for ada"})
+    assert [e["internal_id"] for e in await get_data(api, "/v1/events", q="ADA")] == [b.internal_id, a.internal_id]
+    assert [e["internal_id"] for e in await get_data(api, "/v1/events", q="ada", name="shop/a")] == [a.internal_id]
+    assert len(await get_data(api, "/v1/events", q="")) == 3  # an empty search is no search
+
+
 async def test_list_events_pages_with_limit_and_before(api: httpx.AsyncClient, seed: Seeder) -> None:
     evs = [await seed.event("shop/a", {"i": i}) for i in range(5)]
     first = await get_data(api, "/v1/events", name="shop/a", limit=2)

@@ -626,6 +626,22 @@ def test_the_events_name_filter_lives_in_the_url(ui: UI) -> None:
     expect(hello).to_have_count(1)
 
 
+def test_events_are_searched_by_text_in_their_data(ui: UI) -> None:
+    ui.api.send([{"name": "ui/hello", "data": {"who": "Ada Lovelace"}},
+                 {"name": "ui/hello", "data": {"who": "Grace Hopper"}}])
+    page = ui.page
+    page.goto("/#/events")
+    expect(page.get_by_test_id("event-row")).to_have_count(2)
+    page.get_by_test_id("filter-event-q").fill("lovelace")  # case-blind
+    page.get_by_test_id("filter-event-q").press("Enter")
+    expect(page).to_have_url(re.compile(r"#/events\?q=lovelace$"))
+    expect(page.get_by_test_id("event-row")).to_have_count(1)
+    expect(page.get_by_test_id("event-row")).to_contain_text("ui/hello")
+    page.get_by_test_id("filter-event-q").fill("nobody")
+    page.get_by_test_id("filter-event-q").press("Enter")
+    expect(page.get_by_role("cell", name="No events match.")).to_be_visible()
+
+
 def test_send_and_invoke_stay_disabled_while_their_request_runs(ui: UI) -> None:
     page = ui.page
     held: list[Any] = []

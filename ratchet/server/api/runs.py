@@ -73,7 +73,8 @@ async def list_events(request: Request) -> Response:
     if raw_before is not None and not raw_before.isdigit():
         return error(400, f"before: must be the `cursor` of an event from the previous page, got {raw_before!r}")
     events = await services(request).store.list_events(
-        name=request.query_params.get("name"), limit=limit, before=None if raw_before is None else int(raw_before))
+        name=request.query_params.get("name"), limit=limit, before=None if raw_before is None else int(raw_before),
+        search=request.query_params.get("q") or None)
     return json_response({"data": [event_json(e) for e in events]})
 
 

@@ -142,6 +142,11 @@ def _pattern(search: str) -> str:
     return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def data_has(search: str, *, like: str = "LIKE") -> tuple[str, str]:
+    """The condition that an event's `data` has `search`, ignoring case, and its one argument."""
+    return f"data {like} ? ESCAPE '\\'", _pattern(search)
+
+
 def matching_events(search: str, *, like: str = "LIKE") -> tuple[str, list[Any]]:
     """`FROM ... WHERE ...` of the events (alias `e`) whose data has `search`, ignoring case, and its
     arguments (see `run_conditions`)."""

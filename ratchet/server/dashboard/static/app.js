@@ -520,20 +520,23 @@ function EventRow({ ev }) {
 }
 
 function EventsPage({ query }) {
-  const name = new URLSearchParams(query).get("name") || ""; // in the URL, as the runs list's filters
-  const [paging, setPaging] = useState({ name, cursors: [] });
-  const cursors = paging.name === name ? paging.cursors : [];
-  const setCursors = (c) => setPaging({ name, cursors: c });
+  const params = new URLSearchParams(query); // in the URL, as the runs list's filters
+  const name = params.get("name") || "", q = params.get("q") || "";
+  const [paging, setPaging] = useState({ name, q, cursors: [] });
+  const cursors = paging.name === name && paging.q === q ? paging.cursors : [];
+  const setCursors = (c) => setPaging({ name, q, cursors: c });
   const before = cursors.length ? cursors[cursors.length - 1] : undefined;
-  const [events, reload] = useLoad(async () => (await api(`/v1/events${qs({ name, limit: 25, before })}`)).data, [name, before]);
+  const [events, reload] = useLoad(async () => (await api(`/v1/events${qs({ name, q, limit: 25, before })}`)).data, [name, q, before]);
   useLive(reload);
   return html`<section><h1>Events</h1>
     <${SendEvent} onSent=${reload} />
-    <div class="card filters"><label>Name<input value=${name} onChange=${(e) => { location.hash = `#/events${qs({ name: e.target.value.trim() })}`; }}
-      placeholder="exact event name" data-testid="filter-event-name" /></label></div>
+    <div class="card filters"><label>Name<input value=${name} onChange=${(e) => { location.hash = `#/events${qs({ name: e.target.value.trim(), q })}`; }}
+      placeholder="exact event name" data-testid="filter-event-name" /></label>
+      <label>Data has<input value=${q} onChange=${(e) => { location.hash = `#/events${qs({ name, q: e.target.value.trim() })}`; }}
+      placeholder="text in the payload" data-testid="filter-event-q" /></label></div>
     <table data-testid="events-table"><thead><tr><th>Name</th><th>Id</th><th>Received</th></tr></thead>
       <tbody>${(events.data || []).map((ev) => html`<${EventRow} key=${ev.internal_id + ev.cursor} ev=${ev} />`)}
-        ${events.data && !events.data.length && html`<tr><td colspan="3" class="muted">No events${name ? " with that name" : " yet"}.</td></tr>`}</tbody></table>
+        ${events.data && !events.data.length && html`<tr><td colspan="3" class="muted">No events${name || q ? " match" : " yet"}.</td></tr>`}</tbody></table>
     <div class="pager">
       <button disabled=${!cursors.length} onClick=${() => setCursors(cursors.slice(0, -1))}>← Newer</button>
       <button disabled=${!events.data || events.data.length < 25} onClick=${() => setCursors([...cursors, events.data[events.data.length - 1].cursor])}>Older →</button>

@@ -60,6 +60,9 @@ EVENTS_FIRST = (f"SELECT DISTINCT ON (internal_id) {EVENT_COLS} FROM events WHER
 #: Filters are optional: a NULL parameter matches every row.
 LIST_EVENTS = (f"SELECT {EVENT_COLS} FROM events WHERE ($1::text IS NULL OR name = $1) "
                "AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3")
+#: `LIST_EVENTS` of the events whose data has a text ($4, an ILIKE pattern): the trigram index finds them.
+SEARCH_EVENTS = (f"SELECT {EVENT_COLS} FROM events WHERE ($1::text IS NULL OR name = $1) "
+                 "AND ($2::bigint IS NULL OR seq < $2) AND data ILIKE $4 ESCAPE '\\' ORDER BY seq DESC LIMIT $3")
 
 # ------------------------------------------------------------------------------------------------ runs
 

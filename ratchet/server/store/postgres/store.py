@@ -40,7 +40,7 @@ from ratchet.server.store.postgres.rows import (
     step_row,
 )
 from ratchet.server.store.postgres.runs import RunsMixin, is_plain, key_lock, one_statement_commands, run_keys
-from ratchet.server.store.rows import common_search, dense_search
+from ratchet.server.store.rows import common_search, data_has, dense_search
 
 
 def _first_keys(runs: Sequence[base.NewRun]) -> dict[bytes, str]:
@@ -210,9 +210,13 @@ class PostgresStore(FlowMixin, RunsMixin):
     async def get_events(self, internal_ids: Sequence[str]) -> list[base.EventRecord]:
         return await self._pool.run(lambda conn: self._events_txn(conn, internal_ids), readonly=True)
 
-    async def list_events(self, *, name: str | None, limit: int, before: int | None = None
-                          ) -> list[base.EventRecord]:
-        return [event_row(r) for r in await self._pool.fetch(q.LIST_EVENTS, name, before, limit)]
+    async def list_events(self, *, name: str | None, limit: int, before: int | None = None,
+                          search: str | None = None) -> list[base.EventRecord]:
+        if search:
+            rows = await self._pool.fetch(q.SEARCH_EVENTS, name, before, limit, data_has(search, like="ILIKE")[1])
+        else:
+            rows = await self._pool.fetch(q.LIST_EVENTS, name, before, limit)
+        return [event_row(r) for r in rows]
 
     async def runs_for_event(self, internal_id: str) -> list[base.RunRecord]:
         return [run_row(r) for r in await self._pool.fetch(q.RUNS_FOR_EVENT, internal_id)]

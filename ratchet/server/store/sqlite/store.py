@@ -14,7 +14,7 @@ import orjson
 from ratchet import protocol
 from ratchet.server.engine import lifecycle
 from ratchet.server.store import base, migrations
-from ratchet.server.store.rows import common_search
+from ratchet.server.store.rows import common_search, data_has
 from ratchet.server.store.sqlite.connection import PRAGMAS, Checkpointer, GroupCommit, OwnerLock
 from ratchet.server.store.sqlite.flow_control import CANDIDATES_PER_CLAIM, FlowMixin
 from ratchet.server.store.sqlite.rows import (
@@ -261,9 +261,10 @@ class SqliteStore(FlowMixin):
                 out.append(event_row(row))
         return out
 
-    async def list_events(self, *, name: str | None, limit: int, before: int | None = None
-                          ) -> list[base.EventRecord]:
-        where, args = where_clause(("name = ?", name), ("seq < ?", before))
+    async def list_events(self, *, name: str | None, limit: int, before: int | None = None,
+                          search: str | None = None) -> list[base.EventRecord]:
+        where, args = where_clause(("name = ?", name), ("seq < ?", before),
+                                   data_has(search) if search else ("", None))
         rows = self._db.execute(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY seq DESC LIMIT ?",
                                 (*args, limit)).fetchall()
         return [event_row(r) for r in rows]
