@@ -209,35 +209,37 @@ class Pool:
                   notify: str | None = None) -> T:
         """Run `body(conn)` in one transaction; retried from the start after a deadlock. With `notify`,
         the commit also wakes every node listening on that channel (PostgreSQL delivers on commit)."""
-        _CALL_STARTED.set(time.monotonic())
-        for attempt in range(RETRIES):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction(
-                        isolation="repeatable_read" if readonly else "read_committed", readonly=readonly):
-                    result = await body(conn)
-                    if notify is not None:
-                        await conn.execute("SELECT pg_notify($1, '')", notify)  # delivered on commit
-                    return result
-            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
-                if attempt == RETRIES - 1:
-                    raise base.StoreError(f"transaction kept conflicting: {exc}") from exc
-                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                raise base.StoreError(str(exc)) from exc
-        raise AssertionError("unreachable")
+        async def attempt() -> T:
+            async with self.pool.acquire() as conn, conn.transaction(
+                    isolation="repeatable_read" if readonly else "read_committed", readonly=readonly):
+                result = await body(conn)
+                if notify is not None:
+                    await conn.execute("SELECT pg_notify($1, '')", notify)  # delivered on commit
+                return result
+
+        return await self._retrying(attempt)
 
     async def one(self, body: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `body(conn)`, which sends one statement (its own implicit transaction, so no BEGIN and
         COMMIT round trips), retried after a deadlock as `run` does."""
+        async def attempt() -> T:
+            async with self.pool.acquire() as conn:
+                return await body(conn)
+
+        return await self._retrying(attempt)
+
+    @staticmethod
+    async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()` (a whole transaction), again from the start after a deadlock or a serialization
+        failure; driver errors become `StoreError`."""
         _CALL_STARTED.set(time.monotonic())
-        for attempt in range(RETRIES):
+        for n in range(RETRIES):
             try:
-                async with self.pool.acquire() as conn:
-                    return await body(conn)
+                return await attempt()
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
-                if attempt == RETRIES - 1:
+                if n == RETRIES - 1:
                     raise base.StoreError(f"transaction kept conflicting: {exc}") from exc
-                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                await asyncio.sleep(random.uniform(0, 0.005 * (n + 1)))
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 raise base.StoreError(str(exc)) from exc
         raise AssertionError("unreachable")
