@@ -169,9 +169,15 @@ def common_search(search: str, *, like: str = "LIKE", indexed: bool = False) -> 
     if indexed:
         return (f"SELECT count(*) FROM (SELECT 1 FROM events e WHERE e.data {like} ? ESCAPE '\\' LIMIT ?) c",
                 [_pattern(search), INDEXED_COMMON], INDEXED_COMMON)
+    return _recent_matches(search, like=like, sample=RECENT_EVENTS, enough=COMMON_SEARCH)
+
+
+def _recent_matches(search: str, *, like: str, sample: int, enough: int) -> tuple[str, list[Any], int]:
+    """A query counting (up to `enough`) the events among the newest `sample` whose data has `search`, its
+    arguments, and `enough`."""
     sql = ("SELECT count(*) FROM (SELECT 1 FROM (SELECT data FROM events ORDER BY seq DESC LIMIT ?) r "
            f"WHERE r.data {like} ? ESCAPE '\\' LIMIT ?) c")
-    return sql, [RECENT_EVENTS, _pattern(search), COMMON_SEARCH], COMMON_SEARCH
+    return sql, [sample, _pattern(search), enough], enough
 
 
 #: Events sampled to tell how dense a text's matches are among the newest runs (`dense_search`).
@@ -182,9 +188,7 @@ def dense_search(search: str, *, like: str = "LIKE") -> tuple[str, list[Any], in
     """A query counting matching events among the newest `DENSITY_SAMPLE`, its arguments, and the count from
     which at least half of them match: then a capped count of runs finds its cap soonest by checking the
     newest runs one by one (each match is likely), and otherwise by collecting the matching events first."""
-    sql = ("SELECT count(*) FROM (SELECT data FROM events ORDER BY seq DESC LIMIT ?) r "
-           f"WHERE r.data {like} ? ESCAPE '\\'")
-    return sql, [DENSITY_SAMPLE, _pattern(search)], DENSITY_SAMPLE // 2
+    return _recent_matches(search, like=like, sample=DENSITY_SAMPLE, enough=DENSITY_SAMPLE // 2)
 
 
 def numbered(sql: str, start: int = 1) -> str:
